@@ -1,0 +1,13 @@
+"""rtdetr: real-time end-to-end transformer object detection (RT-DETR v1 and v2)."""
+from .api import load_model, save_checkpoint
+from .checkpoint import CheckpointError
+from .config import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
+from .nn.detector import RTDETR, build_model
+from .nn.postprocess import postprocess
+from .zoo import create_model, list_models
+
+__version__ = "0.1.0"
+__all__ = [
+    "RTDETR", "BackboneConfig", "CheckpointError", "DecoderConfig", "EncoderConfig", "ModelConfig",
+    "build_model", "create_model", "list_models", "load_model", "postprocess", "save_checkpoint",
+]

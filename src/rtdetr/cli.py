@@ -1,0 +1,74 @@
+"""The `rtdetr` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import zoo
+from .checkpoint import CheckpointError
+from .hub import WeightsDownloadError
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The zoo: every architecture, its COCO AP and release file."""
+    print(f"{'model':<24} {'COCO AP':>7}  weights file")
+    for name in zoo.list_models():
+        w = zoo.get_entry(name).weights
+        print(f"{name:<24} {w.coco_ap if w else '-':>7}  {w.filename if w else '-'}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Fetch the release weights of zoo models into the cache."""
+    from .api import resolve_weights
+    for name in args.names:
+        print(f"{name}: {resolve_weights(name)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Load weights into an architecture and run one forward pass; prints what it saw."""
+    import torch
+    from .api import load_model
+    model = load_model(args.model, weights=args.weights, decoder_layers=args.decoder_layers)
+    h, w = args.imgsz
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, h, w))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{model.cfg.name}: {n_params / 1e6:.2f}M parameters, {model.num_classes} classes, "
+          f"{model.decoder.eval_layers}/{model.decoder.num_layers} decoder layers; "
+          f"pred_logits {list(out['pred_logits'].shape)}, pred_boxes {list(out['pred_boxes'].shape)} at {h}x{w}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR object detection")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help=cmd_models.__doc__)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("download", help=cmd_download.__doc__)
+    p.add_argument("names", nargs="+", choices=zoo.list_models(), metavar="NAME")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("check", help=cmd_check.__doc__)
+    p.add_argument("model", help="zoo name, or a checkpoint saved by rtdetr")
+    p.add_argument("--weights", default="official", help="'official' (default), a zoo name, or a file")
+    p.add_argument("--decoder-layers", type=int, default=None)
+    p.add_argument("--imgsz", type=int, nargs=2, default=(640, 640), metavar=("H", "W"))
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CheckpointError, WeightsDownloadError, ValueError) as e:
+        print(f"rtdetr: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Small building blocks shared by the backbones, the encoder and the decoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+
+def get_activation(name: str | None) -> nn.Module:
+    """An activation module by its config name (`relu`, `silu`, `gelu`, or None for identity)."""
+    if name is None:
+        return nn.Identity()
+    table = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
+    return table[name]()
+
+
+class ConvNormLayer(nn.Module):
+    """Conv2d (no bias by default) + BatchNorm2d + activation; keys `conv.*`, `norm.*`."""
+
+    def __init__(self, ch_in: int, ch_out: int, kernel_size: int, stride: int = 1,
+                 padding: int | None = None, bias: bool = False, act: str | None = None):
+        super().__init__()
+        padding = (kernel_size - 1) // 2 if padding is None else padding
+        self.conv = nn.Conv2d(ch_in, ch_out, kernel_size, stride, padding=padding, bias=bias)
+        self.norm = nn.BatchNorm2d(ch_out)
+        self.act = get_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class MLP(nn.Module):
+    """`num_layers` Linear layers with `act` between them; keys `layers.{i}.*`."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, act: str = "relu"):
+        super().__init__()
+        dims_in = [in_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.act = get_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d below `module` by a FrozenBatchNorm2d holding the same statistics.
+
+    Official backbones with `freeze_norm: True` do this before their weights load, so their
+    checkpoints carry no `num_batches_tracked` for those layers.
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen.weight.copy_(module.weight.detach())
+        frozen.bias.copy_(module.bias.detach())
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        return frozen
+    for name, child in module.named_children():
+        new = freeze_batch_norm(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def freeze_parameters(module: nn.Module) -> None:
+    """Stop gradients for every parameter of `module` (official `freeze_at`)."""
+    for p in module.parameters():
+        p.requires_grad_(False)

@@ -1,0 +1,54 @@
+"""The RT-DETR detector: backbone -> hybrid encoder -> decoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .decoder import RTDETRDecoder
+from .hybrid_encoder import HybridEncoder
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    b = cfg.backbone
+    if b.name.startswith("presnet"):
+        from .presnet import PResNet
+        return PResNet(int(b.name[len("presnet"):]), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm)
+    if b.name.startswith("hgnetv2_"):
+        from .hgnetv2 import HGNetv2
+        return HGNetv2(b.name[len("hgnetv2_"):].upper(), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm)
+    raise ValueError(f"unknown backbone {b.name!r}")
+
+
+class RTDETR(nn.Module):
+    """`model(x [B, 3, H, W] RGB in [0, 1])` -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4] cx, cy, w, h normalised}.
+
+    H and W may be any multiples of 32. `num_decoder_layers` picks how many decoder
+    layers run (the speed/accuracy dial), per call or for good with `set_decoder_layers`.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.class_names: list[str] | None = None
+        self.backbone = build_backbone(cfg)
+        self.encoder = HybridEncoder(self.backbone.out_channels, self.backbone.out_strides, cfg.encoder)
+        self.decoder = RTDETRDecoder(
+            cfg.num_classes, cfg.decoder.hidden_dim, self.encoder.out_channels, self.encoder.out_strides, cfg.decoder)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def set_decoder_layers(self, n: int) -> None:
+        self.decoder.set_eval_layers(n)
+
+    def forward(self, x: torch.Tensor, num_decoder_layers: int | None = None) -> dict[str, torch.Tensor]:
+        h, w = x.shape[-2:]
+        if x.ndim != 4 or x.shape[1] != 3 or h % 32 or w % 32:
+            raise ValueError(f"expected input [B, 3, H, W] with H and W multiples of 32, got {list(x.shape)}")
+        return self.decoder(self.encoder(self.backbone(x)), num_layers=num_decoder_layers)
+
+
+def build_model(cfg: ModelConfig) -> RTDETR:
+    return RTDETR(cfg)

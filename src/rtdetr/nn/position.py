@@ -1,0 +1,76 @@
+"""Size-dependent constants: AIFI sin-cos position embeddings and decoder anchors.
+
+Both depend only on the feature-map sizes, so the modules compute them once per input
+size and cache them (`SizeCache`): any height and width that are multiples of 32 work.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sincos_position_embedding(w: int, h: int, dim: int = 256, temperature: float = 10000.0) -> torch.Tensor:
+    """2-D sin-cos embedding, [1, w*h, dim].
+
+    The grid is laid out w-major (`meshgrid(arange(w), arange(h), indexing='ij')`) while the
+    features are flattened h-major; the official models were trained with exactly this
+    pairing, so it is kept as is.
+    """
+    if dim % 4:
+        raise ValueError(f"position embedding dim must be divisible by 4, got {dim}")
+    grid_w, grid_h = torch.meshgrid(
+        torch.arange(int(w), dtype=torch.float32), torch.arange(int(h), dtype=torch.float32), indexing="ij")
+    pos_dim = dim // 4
+    omega = 1.0 / (temperature ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim))
+    out_w = grid_w.flatten()[:, None] @ omega[None]
+    out_h = grid_h.flatten()[:, None] @ omega[None]
+    return torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)[None]
+
+
+def generate_anchors(spatial_shapes: list[tuple[int, int]], grid_size: float = 0.05,
+                     eps: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor boxes of every feature-map cell, as logits.
+
+    Returns `anchors` [1, sum(h*w), 4] (inverse-sigmoid of cx, cy, w, h; `inf` where invalid)
+    and `valid_mask` [1, sum(h*w), 1] (True where all four coordinates lie in (eps, 1-eps)).
+    Level `l` anchors are `grid_size * 2**l` wide and high, centred on the cells.
+    """
+    levels = []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        grid_y, grid_x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        grid_xy = (torch.stack([grid_x, grid_y], dim=-1)[None] + 0.5) / torch.tensor([w, h], dtype=torch.float32)
+        wh = torch.ones_like(grid_xy) * grid_size * (2.0 ** lvl)
+        levels.append(torch.cat([grid_xy, wh], dim=-1).reshape(1, h * w, 4))
+    anchors = torch.cat(levels, dim=1)
+    valid_mask = ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
+    anchors = torch.log(anchors / (1 - anchors))
+    anchors = torch.where(valid_mask, anchors, torch.inf)
+    return anchors, valid_mask
+
+
+class SizeCache:
+    """A small dict of tensors keyed by input size, device and dtype (not part of any state dict)."""
+
+    def __init__(self, build, max_entries: int = 8):
+        self._build = build
+        self._store: dict = {}
+        self._max = max_entries
+
+    def get(self, key: tuple, device: torch.device, dtype: torch.dtype | None = None):
+        full_key = (key, str(device), dtype)
+        if full_key not in self._store:
+            if len(self._store) >= self._max:
+                self._store.pop(next(iter(self._store)))
+            value = self._build(*key)
+            self._store[full_key] = _to(value, device, dtype)
+        return self._store[full_key]
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+def _to(value, device, dtype):
+    if isinstance(value, tuple):
+        return tuple(_to(v, device, dtype) for v in value)
+    if dtype is not None and value.is_floating_point():
+        return value.to(device=device, dtype=dtype)
+    return value.to(device=device)
