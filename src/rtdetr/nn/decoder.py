@@ -170,11 +170,11 @@ class RTDETRDecoder(nn.Module):
 
         `num_layers` overrides how many decoder layers run (default: `eval_layers`).
         """
-        memory, shapes = self.flatten_levels(feats)
-        target, ref_unact, _, _ = self.select_queries(memory, shapes)
-        run = num_layers or self.eval_layers
+        run = self.eval_layers if num_layers is None else num_layers
         if not 1 <= run <= self.num_layers:
             raise ValueError(f"decoder layers must be in 1..{self.num_layers}, got {run}")
+        memory, shapes = self.flatten_levels(feats)
+        target, ref_unact, _, _ = self.select_queries(memory, shapes)
 
         ref = ref_unact.sigmoid()
         logits = boxes = None
