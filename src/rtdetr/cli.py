@@ -30,7 +30,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Load weights into an architecture and run one forward pass; prints what it saw."""
     import torch
     from .api import load_model
-    model = load_model(args.model, weights=args.weights, decoder_layers=args.decoder_layers)
+    weights = None if args.weights.lower() == "none" else args.weights
+    model = load_model(args.model, weights=weights, decoder_layers=args.decoder_layers)
     h, w = args.imgsz
     with torch.no_grad():
         out = model(torch.rand(1, 3, h, w))
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help=cmd_check.__doc__)
     p.add_argument("model", help="zoo name, or a checkpoint saved by rtdetr")
-    p.add_argument("--weights", default="official", help="'official' (default), a zoo name, or a file")
+    p.add_argument("--weights", default="official", help="'official' (default), a zoo name, a file, or 'none' (random)")
     p.add_argument("--decoder-layers", type=int, default=None)
     p.add_argument("--imgsz", type=int, nargs=2, default=(640, 640), metavar=("H", "W"))
     p.set_defaults(func=cmd_check)
