@@ -58,7 +58,7 @@ def resolve_weights(weights: str | Path) -> Path:
             raise ValueError(f"{weights}: no released weights are known for this model")
         return download(entry.weights.url)
     path = Path(weights).expanduser()
-    if not path.exists():
+    if not path.is_file():
         raise CheckpointError(f"{path}: no such file (and not a zoo model name; see rtdetr.list_models())")
     return path
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -38,6 +37,8 @@ class CheckpointError(ValueError):
 def read_checkpoint(path: str | Path) -> dict:
     """torch.load a file, turning every way it can be unreadable into a one-line CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -49,7 +50,11 @@ def read_checkpoint(path: str | Path) -> dict:
             # Official solver states pickle a Counter (MultiStepLR milestones) next to the weights.
             with torch.serialization.safe_globals([collections.Counter]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except MemoryError:
+        raise
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (or one holding objects other than weights)") from None
+    except Exception as e:  # a malformed file can make torch.load raise almost anything
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another format?): {reason}") from None
     if not isinstance(obj, dict):

@@ -1,6 +1,8 @@
 """Small building blocks shared by the backbones, the encoder and the decoder."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
@@ -73,3 +75,14 @@ def freeze_parameters(module: nn.Module) -> None:
     """Stop gradients for every parameter of `module` (official `freeze_at`)."""
     for p in module.parameters():
         p.requires_grad_(False)
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """logit(x), with x clipped to [eps, 1 - eps]."""
+    x = x.clip(min=0.0, max=1.0)
+    return torch.log(x.clip(min=eps) / (1 - x).clip(min=eps))
+
+
+def prior_logit(prob: float = 0.01) -> float:
+    """The bias that makes a sigmoid classifier start at `prob`."""
+    return -math.log((1 - prob) / prob)

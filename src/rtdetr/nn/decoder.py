@@ -7,27 +7,16 @@ Inputs: encoder maps [P3, P4, P5]. Output (eval): `pred_logits` [B, Q, num_class
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import DecoderConfig
-from .common import MLP
+from .common import MLP, inverse_sigmoid, prior_logit
 from .deformable_attention import MSDeformableAttention
+from .denoising import build_denoising_groups
 from .position import SizeCache, generate_anchors
-
-
-def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    x = x.clip(min=0.0, max=1.0)
-    return torch.log(x.clip(min=eps) / (1 - x).clip(min=eps))
-
-
-def prior_logit(prob: float = 0.01) -> float:
-    """The bias that makes a sigmoid classifier start at `prob`."""
-    return -math.log((1 - prob) / prob)
 
 
 class DecoderLayer(nn.Module):
@@ -87,8 +76,8 @@ class RTDETRDecoder(nn.Module):
         self.num_queries = cfg.num_queries
         self.feat_strides = list(feat_strides)
         self.num_layers = cfg.num_layers
-        self.eval_layers = cfg.eval_layers or cfg.num_layers
         self.cfg = cfg
+        self.set_eval_layers(cfg.num_layers if cfg.eval_layers is None else cfg.eval_layers)
 
         self.input_proj = nn.ModuleList(
             nn.Sequential(OrderedDict([
@@ -154,6 +143,9 @@ class RTDETRDecoder(nn.Module):
         Returns content [B, Q, C] (detached), reference boxes [B, Q, 4] as logits (detached),
         and the selected encoder logits [B, Q, num_classes] and boxes [B, Q, 4] (for the losses).
         """
+        if memory.shape[1] < self.num_queries:
+            raise ValueError(f"input too small: {memory.shape[1]} feature cells for {self.num_queries} queries "
+                             f"(use at least 160x160)")
         anchors, valid = self.anchors(shapes, memory)
         memory = valid.to(memory.dtype) * memory
         output_memory = self.enc_output(memory)
@@ -165,11 +157,16 @@ class RTDETRDecoder(nn.Module):
         ref_unact = gather(enc_boxes_unact)
         return gather(output_memory).detach(), ref_unact.detach(), gather(enc_logits), ref_unact.sigmoid()
 
-    def forward(self, feats: list[torch.Tensor], num_layers: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, feats: list[torch.Tensor], num_layers: int | None = None,
+                targets: list[dict] | None = None) -> dict:
         """feats: encoder maps -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4]}.
 
-        `num_layers` overrides how many decoder layers run (default: `eval_layers`).
+        Eval: runs `num_layers` layers (default `eval_layers`). Training: runs every layer and
+        adds `aux_outputs` (earlier layers), `enc_aux_outputs` (the selected encoder queries)
+        and, when `targets` are given, denoising outputs `dn_aux_outputs` with `dn_meta`.
         """
+        if self.training:
+            return self.forward_train(feats, targets)
         run = self.eval_layers if num_layers is None else num_layers
         if not 1 <= run <= self.num_layers:
             raise ValueError(f"decoder layers must be in 1..{self.num_layers}, got {run}")
@@ -177,12 +174,46 @@ class RTDETRDecoder(nn.Module):
         target, ref_unact, _, _ = self.select_queries(memory, shapes)
 
         ref = ref_unact.sigmoid()
-        logits = boxes = None
         for i in range(run):
-            layer = self.decoder.layers[i]
-            query_pos = self.query_pos_head(ref)
-            target = layer(target, ref.unsqueeze(2), memory, shapes, query_pos)
-            boxes = torch.sigmoid(self.dec_bbox_head[i](target) + inverse_sigmoid(ref))
-            ref = boxes.detach()
-        logits = self.dec_score_head[run - 1](target)
-        return {"pred_logits": logits, "pred_boxes": boxes}
+            target = self.decoder.layers[i](target, ref.unsqueeze(2), memory, shapes, self.query_pos_head(ref))
+            ref = torch.sigmoid(self.dec_bbox_head[i](target) + inverse_sigmoid(ref))
+        return {"pred_logits": self.dec_score_head[run - 1](target), "pred_boxes": ref}
+
+    def forward_train(self, feats: list[torch.Tensor], targets: list[dict] | None) -> dict:
+        memory, shapes = self.flatten_levels(feats)
+        target, ref_unact, enc_logits, enc_boxes = self.select_queries(memory, shapes)
+        dn = None
+        if self.cfg.num_denoising > 0 and targets is not None:
+            dn = build_denoising_groups(targets, self.num_classes, self.num_queries, self.denoising_class_embed,
+                                        self.cfg.num_denoising, self.cfg.label_noise_ratio, self.cfg.box_noise_scale)
+            target = torch.cat([dn.content, target], dim=1)
+            ref_unact = torch.cat([dn.ref_unact, ref_unact], dim=1)
+
+        logits, boxes = [], []
+        ref = ref_unact.sigmoid()  # detached: the decoder refines, the encoder is trained by its own loss
+        prev_boxes = None
+        for i, layer in enumerate(self.decoder.layers):
+            target = layer(target, ref.unsqueeze(2), memory, shapes, self.query_pos_head(ref),
+                           attn_mask=dn.attn_mask if dn else None)
+            delta = self.dec_bbox_head[i](target)
+            new_ref = torch.sigmoid(delta + inverse_sigmoid(ref))
+            logits.append(self.dec_score_head[i](target))
+            # The recorded boxes of later layers keep the gradient path through earlier refinements.
+            boxes.append(new_ref if prev_boxes is None else torch.sigmoid(delta + inverse_sigmoid(prev_boxes)))
+            prev_boxes, ref = new_ref, new_ref.detach()
+
+        if dn is not None:
+            split = dn.meta["dn_num_split"]
+            dn_logits, logits = zip(*(t.split(split, dim=1) for t in logits))
+            dn_boxes, boxes = zip(*(t.split(split, dim=1) for t in boxes))
+        out = {
+            "pred_logits": logits[-1],
+            "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
+            "enc_aux_outputs": [{"pred_logits": enc_logits, "pred_boxes": enc_boxes}],
+            "enc_meta": {"class_agnostic": False},
+        }
+        if dn is not None:
+            out["dn_aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(dn_logits, dn_boxes)]
+            out["dn_meta"] = dn.meta
+        return out

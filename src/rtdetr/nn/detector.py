@@ -25,6 +25,9 @@ class RTDETR(nn.Module):
 
     H and W may be any multiples of 32. `num_decoder_layers` picks how many decoder
     layers run (the speed/accuracy dial), per call or for good with `set_decoder_layers`.
+    In train mode, `targets` (per image {'labels' [n], 'boxes' [n, 4] cx, cy, w, h normalised})
+    add the denoising queries, and the output also holds every layer's and the encoder's
+    predictions for the losses.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -43,11 +46,12 @@ class RTDETR(nn.Module):
     def set_decoder_layers(self, n: int) -> None:
         self.decoder.set_eval_layers(n)
 
-    def forward(self, x: torch.Tensor, num_decoder_layers: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, num_decoder_layers: int | None = None,
+                targets: list[dict] | None = None) -> dict:
         h, w = x.shape[-2:]
         if x.ndim != 4 or x.shape[1] != 3 or h % 32 or w % 32:
             raise ValueError(f"expected input [B, 3, H, W] with H and W multiples of 32, got {list(x.shape)}")
-        return self.decoder(self.encoder(self.backbone(x)), num_layers=num_decoder_layers)
+        return self.decoder(self.encoder(self.backbone(x)), num_layers=num_decoder_layers, targets=targets)
 
 
 def build_model(cfg: ModelConfig) -> RTDETR:
