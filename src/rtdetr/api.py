@@ -12,6 +12,7 @@ from .checkpoint import CheckpointError, extract_state_dict, load_weights, num_c
 from .config import ModelConfig
 from .hub import download
 from .nn.detector import RTDETR, build_model
+from .train.checkpoints import save_atomic
 
 OFFICIAL = "official"
 
@@ -89,11 +90,6 @@ def _attach_metadata(net: RTDETR, ckpt: dict) -> None:
 
 def save_checkpoint(net: RTDETR, path: str | Path, class_names: list[str] | None = None, **extra) -> Path:
     """Write `net` in the library's own format (architecture and class names included), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": net.state_dict(),
                "rtdetr": {"config": net.cfg.to_dict(), "class_names": class_names}, **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_atomic(payload, path)
