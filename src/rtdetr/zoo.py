@@ -106,6 +106,14 @@ def _build_zoo() -> dict[str, ZooEntry]:
 ZOO: dict[str, ZooEntry] = _build_zoo()
 
 
+def _add_demo() -> None:
+    from .demo import DEMO_MODEL  # the small CPU model of `rtdetr demo`; no released weights
+    ZOO["demo"] = ZooEntry(DEMO_MODEL, None)
+
+
+_add_demo()
+
+
 def list_models() -> list[str]:
     return sorted(ZOO)
 

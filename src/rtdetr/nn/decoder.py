@@ -10,6 +10,7 @@ import copy
 from collections import OrderedDict
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ..config import DecoderConfig
@@ -77,6 +78,7 @@ class RTDETRDecoder(nn.Module):
         self.feat_strides = list(feat_strides)
         self.num_layers = cfg.num_layers
         self.cfg = cfg
+        self.grad_checkpoint = False  # recompute layer activations in backward (saves memory)
         self.set_eval_layers(cfg.num_layers if cfg.eval_layers is None else cfg.eval_layers)
 
         self.input_proj = nn.ModuleList(
@@ -193,8 +195,11 @@ class RTDETRDecoder(nn.Module):
         ref = ref_unact.sigmoid()  # detached: the decoder refines, the encoder is trained by its own loss
         prev_boxes = None
         for i, layer in enumerate(self.decoder.layers):
-            target = layer(target, ref.unsqueeze(2), memory, shapes, self.query_pos_head(ref),
-                           attn_mask=dn.attn_mask if dn else None)
+            args = (target, ref.unsqueeze(2), memory, shapes, self.query_pos_head(ref), dn.attn_mask if dn else None)
+            if self.grad_checkpoint:
+                target = torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+            else:
+                target = layer(*args)
             delta = self.dec_bbox_head[i](target)
             new_ref = torch.sigmoid(delta + inverse_sigmoid(ref))
             logits.append(self.dec_score_head[i](target))

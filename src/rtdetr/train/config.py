@@ -1,0 +1,107 @@
+"""What a training run is: one explicit dataclass, the same for the Python API and `rtdetr train`."""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults follow the official RT-DETRv2 recipe where one exists.
+
+    data:            a data set folder or file (COCO json, YOLO data.yaml, Pascal VOC; detected)
+    model:           a zoo name (`rtdetr models`), "demo" (the small CPU configuration), or a
+                     checkpoint saved by rtdetr
+    weights:         "official" fine-tunes from the zoo model's COCO weights, a file loads those,
+                     None trains from scratch
+    recipe:          official optimiser / schedule recipe by zoo name; None: the model's own
+    epochs, batch:   epochs, and images per optimiser step over all processes
+    imgsz:           training and validation size (height, width)
+    lr, lr_backbone: overrides of the recipe's learning rates (None: recipe)
+    weight_decay:    override of the recipe's weight decay (None: recipe)
+    warmup_steps:    linear warm-up length in optimiser steps (None: recipe)
+    lr_schedule:     "multistep" (official) or "cosine"
+    amp:             "off", "bf16" (CPU or CUDA autocast) or "fp16" (CUDA, with a grad scaler)
+    ema:             keep an EMA of the weights (evaluated and saved as `best.pt`)
+    ema_decay, ema_warmups: EMA decay and its warm-up in updates
+    clip_max_norm:   gradient clipping (0: off)
+    grad_accum:      micro-batches per optimiser step
+    grad_checkpoint: recompute decoder layers in backward to save memory
+    freeze_backbone: train the encoder and decoder only
+    sync_bn:         synchronised batch norm across processes (multi-GPU)
+    aug:             augmentation on or off; aug_stop_epoch / multiscale / multiscale_stop_epoch
+                     as the official policy (None: recipe)
+    patience, min_delta: early stopping on validation AP50:95 (None: off)
+    val_interval:    validate every N epochs
+    workers:         DataLoader worker processes
+    seed:            everything random derives from it (data order, augmentation, noise)
+    device:          "cpu", "cuda", "cuda:1", ... (torchrun sets the local GPU itself)
+    project, name:   the run folder is project/name (name, name2, ... unless exist_ok)
+    resume:          True resumes the run folder's last.pt; a path resumes that file
+    save_period_steps: also write last.pt every N optimiser steps (0: at epoch ends only)
+    max_steps:       stop after this many optimiser steps in total (a budget; also for tests)
+    """
+
+    data: str = ""
+    model: str = "rtdetrv2_r18vd"
+    weights: str | None = None
+    recipe: str | None = None
+    epochs: int = 72
+    batch: int = 16
+    imgsz: tuple[int, int] = (640, 640)
+    lr: float | None = None
+    lr_backbone: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    lr_schedule: str = "multistep"
+    amp: str = "off"
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_warmups: int = 2000
+    clip_max_norm: float = 0.1
+    grad_accum: int = 1
+    grad_checkpoint: bool = False
+    freeze_backbone: bool = False
+    sync_bn: bool = False
+    aug: bool = True
+    aug_stop_epoch: int | None = None
+    multiscale: bool | None = None
+    multiscale_stop_epoch: int | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    val_interval: int = 1
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    project: str = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: bool | str = False
+    save_period_steps: int = 0
+    max_steps: int | None = None
+    class_names: list[str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "TrainConfig":
+        """Build from keyword arguments; an unknown name is an error, not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        if "imgsz" in kwargs:
+            kwargs["imgsz"] = as_size(kwargs["imgsz"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def as_size(v) -> tuple[int, int]:
+    """640 -> (640, 640); (480, 640) stays."""
+    if isinstance(v, int):
+        return (v, v)
+    h, w = v
+    return (int(h), int(w))
+
+
+def defaults() -> dict:
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
