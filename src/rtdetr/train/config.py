@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from ..config import ModelConfig
+
 
 @dataclass
 class TrainConfig:
@@ -10,7 +12,7 @@ class TrainConfig:
 
     data:            a data set folder or file (COCO json, YOLO data.yaml, Pascal VOC; detected)
     model:           a zoo name (`rtdetr models`), "demo" (the small CPU configuration), or a
-                     checkpoint saved by rtdetr
+                     ModelConfig of your own (Python API)
     weights:         "official" fine-tunes from the zoo model's COCO weights, a file loads those,
                      None trains from scratch
     recipe:          official optimiser / schedule recipe by zoo name; None: the model's own
@@ -42,7 +44,7 @@ class TrainConfig:
     """
 
     data: str = ""
-    model: str = "rtdetrv2_r18vd"
+    model: str | ModelConfig = "rtdetrv2_r18vd"
     weights: str | None = None
     recipe: str | None = None
     epochs: int = 72

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from ..data.transforms import AugmentConfig, train_transforms, val_transforms
 from ..eval import CocoEvaluator, EvalResult
 from ..nn.detector import RTDETR, build_model
 from ..nn.postprocess import postprocess
-from . import distributed as dist
+from .. import distributed as dist
 from .checkpoints import rng_state, save_atomic, set_rng_state
 from .config import TrainConfig
 from .criterion import RTDETRCriterion
@@ -61,6 +60,8 @@ class TrainResult:
 # ---------------------------------------------------------------- model and weights
 
 def model_config(cfg: TrainConfig, num_classes: int) -> ModelConfig:
+    if isinstance(cfg.model, ModelConfig):
+        return cfg.model.with_classes(num_classes)
     return zoo.get_config(cfg.model, num_classes=num_classes)
 
 
@@ -117,16 +118,18 @@ def make_loaders(cfg: TrainConfig, recipe: TrainRecipe, per_process_batch: int):
                                world_size=dist.world_size())
     scales_stop = cfg.multiscale_stop_epoch if cfg.multiscale_stop_epoch is not None else recipe.scales_stop_epoch
     collate = MultiScaleCollate(aug.scales, stop_epoch=scales_stop, seed=cfg.seed)
+    # Loaders get their own generators: creating an iterator must not draw from the global RNG,
+    # or a resumed run would see different denoising noise than the uninterrupted one.
     train_loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, collate_fn=collate,
                               num_workers=cfg.workers, drop_last=len(sampler) >= per_process_batch,
-                              persistent_workers=False)
+                              generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = None
     val_split = next((s for s in ("val", "test") if s in list_splits(cfg.data)), None)
     if val_split is not None:
         val_set = load_dataset(cfg.data, val_split, transforms=val_transforms(cfg.imgsz))
         val_sampler = ResumableSampler(len(val_set), shuffle=False, rank=dist.rank(), world_size=dist.world_size())
         val_loader = DataLoader(val_set, batch_size=per_process_batch, sampler=val_sampler, collate_fn=collate_fn,
-                                num_workers=cfg.workers)
+                                num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))
     return train_set, train_loader, sampler, collate, val_loader
 
 
@@ -183,7 +186,7 @@ class Trainer:
     # -- setup
 
     def _recipe(self) -> TrainRecipe:
-        name = self.cfg.recipe or self.cfg.model
+        name = self.cfg.recipe or (self.cfg.model if isinstance(self.cfg.model, str) else "rtdetrv2_r18vd")
         if name == "demo":
             from ..demo import DEMO_RECIPE
             return DEMO_RECIPE
@@ -524,8 +527,7 @@ class Trainer:
         path = self.run_dir / "weights" / "best.pt"
         if not path.exists():
             return None
-        metrics = torch.load(path, map_location="cpu", weights_only=True)["metrics"]
-        return EvalResult.from_dict(metrics) if hasattr(EvalResult, "from_dict") else metrics
+        return EvalResult.from_dict(torch.load(path, map_location="cpu", weights_only=True)["metrics"])
 
 
 def _to_float(outputs):

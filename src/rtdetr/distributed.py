@@ -59,6 +59,16 @@ def mean_over_processes(values: dict[str, float], device: torch.device) -> dict[
     return {k: v / world_size() for k, v in zip(keys, t.tolist())}
 
 
+def all_gather(obj) -> list:
+    """Every process's `obj` (picklable), in rank order, on every process; `[obj]` in a single process.
+    With NCCL, `torch.cuda.set_device` must have been called first (`init_distributed` does)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def broadcast_object(obj):
     """Rank 0's `obj` on every process."""
     if not dist.is_initialized():
