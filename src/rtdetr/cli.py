@@ -6,6 +6,7 @@ import sys
 
 from . import zoo
 from .checkpoint import CheckpointError
+from .data import DatasetError
 from .hub import WeightsDownloadError
 
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-layers", type=int, default=None)
     p.add_argument("--imgsz", type=int, nargs=2, default=(640, 640), metavar=("H", "W"))
     p.set_defaults(func=cmd_check)
+
+    from .train.cli import add_train_commands
+    add_train_commands(sub)
     return parser
 
 
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, WeightsDownloadError, ValueError) as e:
+    except (CheckpointError, WeightsDownloadError, DatasetError, ValueError, TypeError) as e:
         print(f"rtdetr: error: {e}", file=sys.stderr)
         return 2
 

@@ -91,6 +91,8 @@ class TrainConfig:
             raise TypeError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         if "imgsz" in kwargs:
             kwargs["imgsz"] = as_size(kwargs["imgsz"])
+        if kwargs.get("resume") in ("", "false", "False"):
+            kwargs["resume"] = False
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
@@ -98,10 +100,11 @@ class TrainConfig:
 
 
 def as_size(v) -> tuple[int, int]:
-    """640 -> (640, 640); (480, 640) stays."""
+    """640 -> (640, 640); [640] -> (640, 640); (480, 640) stays."""
     if isinstance(v, int):
         return (v, v)
-    h, w = v
+    v = list(v)
+    h, w = (v[0], v[0]) if len(v) == 1 else v
     return (int(h), int(w))
 
 

@@ -8,7 +8,6 @@ Multi-GPU / multi-node: start the same script or `rtdetr train` under `torchrun`
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import signal
 import time
@@ -30,8 +29,8 @@ from ..data import load_dataset, list_splits
 from ..data.collate import MultiScaleCollate, collate_fn
 from ..data.transforms import AugmentConfig, train_transforms, val_transforms
 from ..eval import CocoEvaluator, EvalResult
+from ..eval.validate import autocast, evaluate
 from ..nn.detector import RTDETR, build_model
-from ..nn.postprocess import postprocess
 from .. import distributed as dist
 from .checkpoints import rng_state, save_atomic, set_rng_state
 from .config import TrainConfig
@@ -131,32 +130,6 @@ def make_loaders(cfg: TrainConfig, recipe: TrainRecipe, per_process_batch: int):
         val_loader = DataLoader(val_set, batch_size=per_process_batch, sampler=val_sampler, collate_fn=collate_fn,
                                 num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))
     return train_set, train_loader, sampler, collate, val_loader
-
-
-# ---------------------------------------------------------------- evaluation
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, evaluator: CocoEvaluator, device: torch.device,
-             amp_dtype: torch.dtype | None = None) -> EvalResult | None:
-    """COCO metrics of `model` on `loader` (every process takes part; rank 0 gets the result)."""
-    was_training = model.training
-    model.eval()
-    evaluator.reset()
-    for images, targets in loader:
-        with autocast(device, amp_dtype):
-            out = model(images.to(device))
-        out = {k: v.float() for k, v in out.items()}
-        sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
-        evaluator.update([t["image_id"] for t in targets], postprocess(out, sizes))
-    evaluator.synchronize()
-    model.train(was_training)
-    return evaluator.compute() if dist.is_main() else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ---------------------------------------------------------------- the trainer

@@ -1,0 +1,106 @@
+"""The trainer on the built-in synthetic data: exact resume, interruption, early stopping,
+the run folder, fine-tuning to new classes, and option checking."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import rtdetr
+from rtdetr.data import load_dataset, make_synthetic_dataset
+from rtdetr.train.config import TrainConfig
+from rtdetr.train.trainer import Trainer, initial_weights, train
+
+SMALL = dict(model="demo", imgsz=128, batch=4, workers=0, seed=0, exist_ok=True, lr=4e-4, warmup_steps=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("shapes"), seed=1, num_train=12, num_val=4,
+                                  image_size=(128, 128))
+
+
+def step_losses(run_dir) -> list[tuple[int, str]]:
+    with open(run_dir / "steps.csv", newline="") as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
+
+
+def final_weights(run_dir) -> dict:
+    return torch.load(run_dir / "weights" / "last.pt", weights_only=True)["model"]
+
+
+def test_resume_gives_the_same_steps_as_an_uninterrupted_run(data, tmp_path):
+    whole = train(data=str(data), epochs=2, project=str(tmp_path), name="whole", **SMALL)
+    # The same run, stopped twice (mid-epoch 0, then mid-epoch 1) and resumed each time.
+    train(data=str(data), epochs=2, project=str(tmp_path), name="parts", max_steps=2, **SMALL)
+    train(data=str(data), epochs=2, project=str(tmp_path), name="parts", max_steps=4, resume=True, **SMALL)
+    parts = train(data=str(data), epochs=2, project=str(tmp_path), name="parts", resume=True, **SMALL)
+
+    expected = step_losses(whole.run_dir)
+    assert [s for s, _ in expected] == list(range(1, 7))
+    assert step_losses(parts.run_dir) == expected
+    a, b = final_weights(whole.run_dir), final_weights(parts.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert parts.epochs_run == 2
+
+
+def test_an_interrupted_run_leaves_a_loadable_last_and_resumes(data, tmp_path):
+    def interrupt_at_step_2(ctx):
+        if ctx.step == 2:
+            raise KeyboardInterrupt
+        return {}
+
+    cfg = TrainConfig.from_kwargs(data=str(data), epochs=1, project=str(tmp_path), name="cut", **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, extra_losses=[interrupt_at_step_2]).fit()
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    state = torch.load(last, weights_only=True)["trainer"]
+    assert (state["global_step"], state["step_in_epoch"]) == (2, 2)
+    model = rtdetr.load_model(last)  # a checkpoint of ours: architecture and class names inside
+    assert model.class_names == load_dataset(data, "train").class_names
+
+    result = train(data=str(data), epochs=1, project=str(tmp_path), name="cut", resume=True, **SMALL)
+    assert [s for s, _ in step_losses(result.run_dir)] == [1, 2, 3]
+
+
+def test_run_folder_and_early_stopping(data, tmp_path):
+    kwargs = {**SMALL, "lr": 0.0}  # nothing learns, so AP50:95 never improves after epoch 1
+    result = train(data=str(data), epochs=5, patience=1, project=str(tmp_path), name="stop", **kwargs)
+    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
+    run = result.run_dir
+    for name in ("results.csv", "steps.csv", "loss.png", "ap.png", "weights/best.pt", "weights/last.pt"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    with open(run / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "lr", "ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"} <= set(rows[0])
+    best = rtdetr.load_model(run / "weights" / "best.pt")
+    assert best.num_classes == 3
+
+
+def test_unknown_options_are_errors():
+    with pytest.raises(TypeError, match="unknown training option.*epoch"):
+        TrainConfig.from_kwargs(data="x", epoch=3)
+
+
+def test_fine_tuning_keeps_rows_of_classes_with_coco_names(tmp_path):
+    torch.manual_seed(0)
+    coco = rtdetr.create_model("rtdetrv2_r18vd")
+    file = tmp_path / "coco.pth"
+    torch.save({"ema": {"module": coco.state_dict()}}, file)
+
+    names = ["car", "widget", "person"]  # COCO labels 2 and 0, and a new class
+    model = rtdetr.create_model("rtdetrv2_r18vd", num_classes=3)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(data="unused", model="rtdetrv2_r18vd", weights=str(file))
+    kept = initial_weights(cfg, model, names)
+    assert kept == ["car", "person"]
+
+    got, old = model.state_dict(), coco.state_dict()
+    for key in ("decoder.enc_score_head.weight", "decoder.dec_score_head.2.bias", "decoder.denoising_class_embed.weight"):
+        assert torch.equal(got[key][0], old[key][2]) and torch.equal(got[key][2], old[key][0])
+        assert torch.equal(got[key][1], fresh[key][1])
+    assert torch.equal(got["decoder.denoising_class_embed.weight"][3], fresh["decoder.denoising_class_embed.weight"][3])
+    assert torch.equal(got["backbone.conv1.conv1_1.conv.weight"], old["backbone.conv1.conv1_1.conv.weight"])
