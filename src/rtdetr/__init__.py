@@ -4,10 +4,11 @@ from .checkpoint import CheckpointError
 from .config import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
 from .nn.detector import RTDETR, build_model
 from .nn.postprocess import postprocess
+from .predict import Boxes, ImageReadError, Predictor, PredictWarning, Result, SourceError
 from .zoo import create_model, list_models
 
 __version__ = "0.1.0"
 __all__ = [
-    "RTDETR", "BackboneConfig", "CheckpointError", "DecoderConfig", "EncoderConfig", "ModelConfig",
+    "RTDETR", "BackboneConfig", "Boxes", "ImageReadError", "Predictor", "PredictWarning", "Result", "SourceError", "CheckpointError", "DecoderConfig", "EncoderConfig", "ModelConfig",
     "build_model", "create_model", "list_models", "load_model", "postprocess", "save_checkpoint",
 ]

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, nargs=2, default=(640, 640), metavar=("H", "W"))
     p.set_defaults(func=cmd_check)
 
+    from .predict.cli import add_predict_command
     from .train.cli import add_train_commands
+    add_predict_command(sub)
     add_train_commands(sub)
     return parser
 

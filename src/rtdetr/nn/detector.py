@@ -43,6 +43,11 @@ class RTDETR(nn.Module):
     def num_classes(self) -> int:
         return self.cfg.num_classes
 
+    def predict(self, source, **kwargs):
+        """Detections on images, folders, globs, videos, arrays or tensors; see `rtdetr.predict.predict`."""
+        from ..predict import predict
+        return predict(self, source, **kwargs)
+
     def set_decoder_layers(self, n: int) -> None:
         self.decoder.set_eval_layers(n)
 

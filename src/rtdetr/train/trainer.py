@@ -419,11 +419,13 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         path = self.run_dir / "steps.csv"
         new = not path.exists()
+        parts = ("backbone", "aifi", "ccff", "decoder")
         with open(path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["step", "epoch", "loss", "lr"])
-            w.writerow([self.state["global_step"], self.state["epoch"], repr(logs["loss"]), repr(lr)])
+                w.writerow(["step", "epoch", "loss", "lr"] + [f"grad_norm_{p}" for p in parts])
+            w.writerow([self.state["global_step"], self.state["epoch"], repr(logs["loss"]), repr(lr)]
+                       + [repr(logs[f"grad_norm/{p}"]) for p in parts])
         self.logger.step(self.state["global_step"], {f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr})
 
     def validate(self) -> tuple[EvalResult | None, str, dict | None]:

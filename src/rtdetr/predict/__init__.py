@@ -1,0 +1,13 @@
+"""Prediction for users: `predict(model, source)` / `Predictor`, `Result`, and the `rtdetr predict` command.
+
+Files, one concept each: images.py (reading one picture), video.py (video files), sources.py
+(what a source expands to), results.py (`Result`, `Boxes`), draw.py (annotated pictures),
+run.py (the run folder), predictor.py (the pipeline), cli.py (the command).
+"""
+from .images import ImageReadError, read_image
+from .predictor import Predictions, Predictor, PredictWarning, predict
+from .results import Boxes, Result
+from .sources import Failure, SourceError
+
+__all__ = ["Boxes", "Failure", "ImageReadError", "Predictions", "Predictor", "PredictWarning", "Result",
+           "SourceError", "predict", "read_image"]

@@ -1,0 +1,161 @@
+"""`rtdetr predict`: detections on image files, folders, globs and videos, written to a run folder.
+
+    rtdetr predict --weights rtdetrv2_r18vd_120e_coco_rerun_48.1.pth photos/ street.mp4 'more/*.jpg'
+    rtdetr predict --model rtdetrv2_r18vd --conf 0.4 --imgsz 480,800 --decoder-layers 2 photos/
+
+Exit status: 0 when every input was read, 1 when some could not be (the rest is still done,
+and each failure is listed, one line, at the end and in failures.txt), 2 on an error that
+stops the run (a missing path, unusable weights).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from .predictor import Predictor, PredictWarning
+
+
+def add_predict_command(subparsers) -> argparse.ArgumentParser:
+    """Add `predict` to the sub-parsers of `rtdetr.cli.build_parser()`."""
+    p = subparsers.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    p.add_argument("source", nargs="+",
+                   help="image files, folders, glob patterns (quote them: 'photos/*.jpg') or video files")
+    p.add_argument("--model", "-m", default=None,
+                   help="zoo name (official weights unless --weights says otherwise) or a checkpoint saved by rtdetr")
+    p.add_argument("--weights", "-w", default=None,
+                   help="a weights file (its architecture is recognised from the official file name or from "
+                        "an rtdetr checkpoint; else add --model), a zoo name, 'official', or 'none' (random)")
+    p.add_argument("--conf", "--threshold", type=float, default=0.5, help="keep detections scoring at least this "
+                   "(default 0.5; 0 keeps all 300, for COCO evaluation)")
+    p.add_argument("--imgsz", type=parse_imgsz, default=(640, 640), metavar="SIZE",
+                   help="network input size: 640 (square) or H,W such as 480,800; multiples of 32 (default 640)")
+    p.add_argument("--decoder-layers", type=int, default=None, help="decoder layers to run (fewer is faster)")
+    p.add_argument("--batch", type=int, default=1, help="pictures per forward pass (default 1)")
+    p.add_argument("--max-det", type=int, default=300, help="detections considered per picture (default 300)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
+    p.add_argument("--half", action="store_true", help="float16 on CUDA")
+    p.add_argument("--out", "-o", default=None, help="run folder (default: the next of runs/predict/exp, exp2...)")
+    p.add_argument("--project", default="runs/predict", help="parent of the numbered run folders (default runs/predict)")
+    p.add_argument("--name", default="exp", help="run folder name: exp, exp2, exp3... (default exp)")
+    p.add_argument("--no-save", action="store_true", help="no annotated pictures (the JSON files are still written)")
+    p.add_argument("--no-exif", action="store_true", help="do not turn photos upright by their EXIF orientation")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+    return p
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Detect objects in images, folders, globs and videos; writes annotated pictures and COCO-format JSON."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    half = args.half and device.type == "cuda"
+    if args.half and not half:
+        print(f"rtdetr: warning: --half needs a CUDA device; running in float32 on {device}", file=sys.stderr)
+    model = load_cli_model(args.model, args.weights, device)
+    predictor = Predictor(model, conf=args.conf, imgsz=args.imgsz, batch=args.batch,
+                          decoder_layers=args.decoder_layers, max_det=args.max_det, device=device, half=half,
+                          exif=not args.no_exif)
+    h, w = predictor.imgsz
+    layers = args.decoder_layers or model.decoder.eval_layers
+    print(f"{model.cfg.name} ({layers}/{model.decoder.num_layers} decoder layers) on {device} at {h}x{w}, "
+          f"conf {args.conf}", file=sys.stderr)
+
+    source = args.source[0] if len(args.source) == 1 else args.source
+    start = time.perf_counter()
+    stats = RunStats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PredictWarning)   # failures are summarised below instead
+        for result in predictor(source, stream=True, save=True, save_images=not args.no_save, out=args.out,
+                                project=args.project, name=args.name, progress=not args.quiet):
+            stats.add(result)
+    print(stats.summary(time.perf_counter() - start, predictor.save_dir, not args.no_save))
+    if predictor.failures:
+        print(f"{len(predictor.failures)} input(s) could not be read (also in {predictor.save_dir / 'failures.txt'}):")
+        for f in predictor.failures:
+            print(f"  {f.message}")
+        return 1
+    return 0
+
+
+def parse_imgsz(text: str) -> tuple[int, int]:
+    """'640' -> (640, 640); '480,800' or '480x800' -> (480, 800)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one size (640) or H,W (480,800)") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one size (640) or H,W (480,800)")
+    return (values[0], values[-1])
+
+
+def load_cli_model(model: str | None, weights: str | None, device: torch.device):
+    """The model named by --model and/or --weights (see the options' help)."""
+    from .. import zoo
+    from ..api import load_model
+    from ..checkpoint import read_checkpoint
+
+    if model is not None:
+        w = None if weights is not None and weights.lower() == "none" else (weights or "official")
+        return load_model(model, weights=w, device=device)
+    if weights is None or weights.lower() in ("none", "official"):
+        raise ValueError("which model? give --weights FILE, or --model NAME for its official weights (see `rtdetr models`)")
+    if weights in zoo.ZOO:
+        return load_model(weights, device=device)
+    path = Path(weights).expanduser()
+    name = zoo_name_for_file(path.name)
+    if name is not None:
+        return load_model(name, weights=path, device=device)
+    ckpt = read_checkpoint(path)     # a one-line CheckpointError if missing or unreadable
+    if isinstance(ckpt.get("rtdetr"), dict) and "config" in ckpt["rtdetr"]:
+        del ckpt
+        return load_model(path, device=device)
+    raise ValueError(f"{path}: cannot tell which architecture these weights are for; "
+                     "add --model NAME (see `rtdetr models`)")
+
+
+def zoo_name_for_file(filename: str) -> str | None:
+    """The zoo model whose official release file has this name, if any."""
+    from .. import zoo
+    for name, entry in zoo.ZOO.items():
+        if entry.weights is not None and entry.weights.filename == filename:
+            return name
+    return None
+
+
+class RunStats:
+    """Counts for the closing summary of `rtdetr predict`."""
+
+    def __init__(self):
+        self.pictures = self.images = 0
+        self.videos: set[str] = set()
+        self.classes: Counter[str] = Counter()
+        self.speed: Counter[str] = Counter()
+
+    def add(self, result) -> None:
+        self.pictures += 1
+        if result.frame is None:
+            self.images += 1
+        else:
+            self.videos.add(result.path)
+        self.classes.update(result.class_names)
+        self.speed.update(result.speed)
+
+    def summary(self, seconds: float, save_dir: Path | None, images_saved: bool) -> str:
+        frames = self.pictures - self.images
+        what = f"{self.images} image(s)" + (f", {len(self.videos)} video(s) ({frames} frames)" if self.videos else "")
+        found = ", ".join(f"{n} {name}" for name, n in self.classes.most_common()) or "nothing"
+        lines = [f"{what} in {seconds:.1f} s: {sum(self.classes.values())} detection(s): {found}"]
+        if self.pictures:
+            ms = {k: v / self.pictures for k, v in self.speed.items()}
+            lines.append(f"per picture: {ms.get('preprocess', 0):.1f} ms preprocess, "
+                         f"{ms.get('inference', 0):.1f} ms inference, {ms.get('postprocess', 0):.1f} ms postprocess")
+        saved = (["annotated pictures"] if images_saved and self.images else []) + \
+                (["annotated videos"] if images_saved and self.videos else []) + ["predictions.json", "images.json"]
+        lines.append(f"saved to {save_dir}: {', '.join(saved)}")
+        return "\n".join(lines)

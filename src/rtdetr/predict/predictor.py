@@ -1,0 +1,240 @@
+"""Prediction: pictures in, `Result`s out.
+
+    import rtdetr
+    model = rtdetr.load_model("rtdetrv2_r18vd")
+    results = rtdetr.predict(model, "photos/", conf=0.5, save=True)   # -> runs/predict/exp
+    for r in rtdetr.predict(model, "street.mp4", stream=True):         # a generator, frame by frame
+        print(r.boxes.xyxy, r.scores, r.class_names)
+
+Each picture goes through the official pre-processing (a plain bilinear resize to the network
+size, aspect ratio not kept, pixels / 255, RGB), the model, and the official post-processing
+(top `max_det` over queries x classes); detections scoring below `conf` are dropped and the
+boxes are scaled back, per axis, to the picture's own pixels.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..coco import COCO_CATEGORY_IDS, COCO_NAMES
+from ..nn.postprocess import postprocess
+from .images import ImageReadError
+from .results import Boxes, Result
+from .run import RunWriter, next_run_dir
+from .sources import Failure, Frame, Source, count_pictures, expand, iter_frames
+from .video import is_video
+
+
+class PredictWarning(UserWarning):
+    """Something in a prediction run went wrong without stopping it (e.g. unreadable files in a folder)."""
+
+
+class Predictions(list):
+    """The list of `Result`s of one run, plus `failures` (inputs that could not be read) and
+    `save_dir` (the run folder, when saving)."""
+
+    failures: list[Failure]
+    save_dir: Path | None
+
+
+class Predictor:
+    """A model with its prediction settings; call it on sources.
+
+    model:  an `RTDETR` (e.g. from `rtdetr.load_model`), or a zoo name / checkpoint path to load
+    conf:   keep detections scoring at least this (0 keeps all `max_det`, as for COCO evaluation)
+    imgsz:  network input size, an int (square) or (height, width); multiples of 32
+    batch:  pictures per forward pass
+    decoder_layers: decoder layers to run (fewer is faster; default: the model's own)
+    max_det: detections considered per picture before `conf` (the official 300)
+    device: where to run (default: where the model is); half: float16 autocast on CUDA
+    exif:   turn photos upright by their EXIF orientation
+    class_names: override the model's (default: its own, or COCO's 80 for an 80-class model)
+    category_ids: label -> category id for the COCO JSON (default: COCO's ids with COCO's names)
+    """
+
+    def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] = 640, batch: int = 1,
+                 decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
+                 half: bool = False, exif: bool = True, class_names: list[str] | None = None,
+                 category_ids: list[int] | None = None):
+        if isinstance(model, (str, Path)):
+            from ..api import load_model
+            model = load_model(model, device=device or "cpu")
+        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.model = model.to(self.device).eval()
+        self.conf, self.max_det, self.exif = float(conf), int(max_det), exif
+        self.imgsz = check_imgsz(imgsz)
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        self.batch = int(batch)
+        self.decoder_layers = check_decoder_layers(model, decoder_layers)
+        self.half = half and self.device.type == "cuda"
+        if half and not self.half:
+            warnings.warn(f"half precision needs a CUDA device; running in float32 on {self.device}", PredictWarning)
+        names = class_names_of(model, class_names)
+        self.names: dict[int, str] = dict(enumerate(names))
+        self.category_ids = category_ids if category_ids is not None else (
+            COCO_CATEGORY_IDS if names == COCO_NAMES else None)
+        if self.category_ids is not None and len(self.category_ids) != len(names):
+            raise ValueError(f"category_ids has {len(self.category_ids)} entries for {len(names)} classes")
+        self.failures: list[Failure] = []
+        self.save_dir: Path | None = None
+
+    def __call__(self, source: Source, *, stream: bool = False, save: bool = False, save_images: bool = True,
+                 out: str | Path | None = None, project: str | Path = "runs/predict", name: str = "exp",
+                 progress: bool | None = None) -> Predictions | Iterator[Result]:
+        """Predict on `source` (see `rtdetr.predict.sources`): a list of `Result`s, or a generator with stream=True.
+
+        save:     write a run folder (`out`, or the next free `project/name`, `name2`, ...) with
+                  annotated pictures (unless save_images=False), predictions.json, images.json and failures.txt
+        progress: a progress bar (default: for folders, globs, lists and videos)
+        A single file or picture that cannot be read raises `ImageReadError`; in a collection it is
+        skipped, listed in `.failures` and reported in one warning at the end.
+        """
+        items, strict = expand(source)        # a bad source fails here, even with stream=True
+        run = self._run(items, strict, save, save_images, out, project, name, progress)
+        if stream:
+            return run
+        results = Predictions(run)
+        results.failures, results.save_dir = self.failures, self.save_dir
+        return results
+
+    def _run(self, items, strict, save, save_images, out, project, name, progress) -> Iterator[Result]:
+        self.failures = []
+        writer = None
+        if save:
+            writer = RunWriter(Path(out) if out is not None else next_run_dir(project, name),
+                               self.names, self.category_ids, save_images)
+        self.save_dir = writer.save_dir if writer else None
+        show = progress if progress is not None else not strict or items[0].is_video
+        bar = tqdm(total=count_pictures(items) if show else None, disable=not show, unit="img", desc="predict")
+        batch: list[Frame] = []
+        try:
+            for x in iter_frames(items, self.exif):
+                if isinstance(x, Failure):
+                    if strict:
+                        raise ImageReadError(x.message)
+                    self.failures.append(x)
+                    if writer:
+                        writer.add_failure(x)
+                    if not is_video(Path(x.path)):
+                        bar.update(1)
+                    continue
+                batch.append(x)
+                if len(batch) == self.batch:
+                    yield from self._emit(batch, writer, bar)
+                    batch = []
+            if batch:
+                yield from self._emit(batch, writer, bar)
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+        if self.failures:
+            lines = "\n".join(f"  {f.message}" for f in self.failures)
+            warnings.warn(f"{len(self.failures)} input(s) could not be read and were skipped:\n{lines}",
+                          PredictWarning, stacklevel=3)
+
+    def _emit(self, frames: list[Frame], writer: RunWriter | None, bar: tqdm) -> Iterator[Result]:
+        for result in self.predict_batch(frames):
+            if writer:
+                writer.add(result)
+            bar.update(1)
+            yield result
+
+    def predict_batch(self, frames: list[Frame]) -> list[Result]:
+        """One forward pass over `frames` (pictures [H, W, 3] uint8 RGB of any sizes)."""
+        t0 = perf_counter()
+        x = torch.stack([preprocess(f.image, self.imgsz) for f in frames]).to(self.device)
+        t1 = self._sync()
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
+        with torch.inference_mode(), autocast:
+            out = self.model(x, num_decoder_layers=self.decoder_layers)
+        t2 = self._sync()
+        sizes_wh = torch.tensor([[f.image.shape[1], f.image.shape[0]] for f in frames], device=self.device)
+        outputs = {k: out[k].float() for k in ("pred_logits", "pred_boxes")}
+        dets = postprocess(outputs, sizes_wh, num_top=self.max_det)
+        results = [self._result(f, d) for f, d in zip(frames, dets)]
+        t3 = self._sync()
+        speed = {k: 1000 * v / len(frames) for k, v in
+                 (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2))}
+        for r in results:
+            r.speed = speed
+        return results
+
+    def _result(self, frame: Frame, det: dict[str, torch.Tensor]) -> Result:
+        keep = det["scores"] >= self.conf
+        h, w = frame.image.shape[:2]
+        return Result(boxes=Boxes(det["boxes"][keep].cpu(), (h, w)), scores=det["scores"][keep].cpu(),
+                      labels=det["labels"][keep].cpu(), names=self.names, orig_img=frame.image,
+                      path=frame.path, frame=frame.frame, index=frame.index, category_ids=self.category_ids)
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return perf_counter()
+
+
+def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int, int] = 640, batch: int = 1,
+            decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
+            half: bool = False, exif: bool = True, class_names: list[str] | None = None,
+            category_ids: list[int] | None = None, stream: bool = False, save: bool = False,
+            save_images: bool = True, out: str | Path | None = None, project: str | Path = "runs/predict",
+            name: str = "exp", progress: bool | None = None) -> Predictions | Iterator[Result]:
+    """Predict with `model` on `source` in one call; the arguments are `Predictor`'s and `Predictor.__call__`'s."""
+    predictor = Predictor(model, conf=conf, imgsz=imgsz, batch=batch, decoder_layers=decoder_layers,
+                          max_det=max_det, device=device, half=half, exif=exif, class_names=class_names,
+                          category_ids=category_ids)
+    return predictor(source, stream=stream, save=save, save_images=save_images, out=out, project=project,
+                     name=name, progress=progress)
+
+
+def preprocess(image: np.ndarray, imgsz: tuple[int, int]) -> torch.Tensor:
+    """The official pre-processing: [H, W, 3] uint8 RGB -> [3, h, w] float in [0, 1], a plain
+    bilinear resize (PIL's, as the official code) to imgsz = (h, w), aspect ratio not kept."""
+    h, w = imgsz
+    resized = Image.fromarray(image).resize((w, h), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255)
+
+
+def check_imgsz(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(height, width) from an int or a pair; both must be positive multiples of 32."""
+    hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    if len(hw) == 1:
+        hw = (hw[0], hw[0])
+    if len(hw) != 2 or any(int(v) != v or v <= 0 or v % 32 for v in hw):
+        near = ", ".join(f"{max(32, round(v / 32) * 32)}" for v in hw) if len(hw) == 2 else "640"
+        raise ValueError(f"imgsz must be a positive multiple of 32 (or a pair of them), got {imgsz} (try {near})")
+    return int(hw[0]), int(hw[1])
+
+
+def check_decoder_layers(model, n: int | None) -> int | None:
+    total = getattr(getattr(model, "decoder", None), "num_layers", None)
+    if n is not None and (n < 1 or (total is not None and n > total)):
+        raise ValueError(f"decoder_layers must be in 1..{total}, got {n}")
+    return n
+
+
+def class_names_of(model, class_names: list[str] | None = None) -> list[str]:
+    """The names of the model's classes: given ones, the model's own, COCO's for 80 classes, else 'class<i>'."""
+    num_classes = int(getattr(model, "num_classes"))
+    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    if names is None:
+        names = COCO_NAMES if num_classes == 80 else [f"class{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
+    return list(names)
+
+
+def _device_of(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")

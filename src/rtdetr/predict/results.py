@@ -1,0 +1,185 @@
+"""What prediction gives back for one picture: `Result`, with its boxes in several formats.
+
+All boxes are in the pixels of the *original* picture (as read, EXIF rotation applied), not
+of the network input. Box formats, for N boxes (each a float tensor [N, 4]):
+
+    xyxy    x1, y1, x2, y2            pixels (corners)
+    xywh    cx, cy, w, h              pixels (centre, width, height: Ultralytics' meaning)
+    ltwh    x1, y1, w, h              pixels (top-left, width, height: COCO's "bbox")
+    xyxyn, xywhn                      the same divided by the picture's width and height
+
+Boxes are the detector's own and are not clipped to the picture (as the official code).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
+    """[N, 4] corners -> centre, width, height."""
+    x1, y1, x2, y2 = b.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+
+
+def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    """[N, 4] centre, width, height -> corners."""
+    cx, cy, w, h = b.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def xyxy_to_ltwh(b: torch.Tensor) -> torch.Tensor:
+    """[N, 4] corners -> top-left, width, height (COCO)."""
+    x1, y1, x2, y2 = b.unbind(-1)
+    return torch.stack([x1, y1, x2 - x1, y2 - y1], -1)
+
+
+def normalise(b: torch.Tensor, orig_shape: tuple[int, int]) -> torch.Tensor:
+    """[N, 4] pixel boxes (x, y, x, y or x, y, w, h) divided by width and height of `orig_shape` (h, w)."""
+    h, w = orig_shape
+    return b / b.new_tensor([w, h, w, h])
+
+
+def denormalise(b: torch.Tensor, orig_shape: tuple[int, int]) -> torch.Tensor:
+    """The inverse of `normalise`."""
+    h, w = orig_shape
+    return b * b.new_tensor([w, h, w, h])
+
+
+class Boxes:
+    """N boxes of one picture of size `orig_shape` (h, w); see the module docstring for the formats."""
+
+    def __init__(self, xyxy: torch.Tensor, orig_shape: tuple[int, int]):
+        self.xyxy = xyxy.reshape(-1, 4).float()
+        self.orig_shape = tuple(orig_shape)
+
+    @classmethod
+    def from_xywh(cls, xywh: torch.Tensor, orig_shape: tuple[int, int]) -> Boxes:
+        return cls(xywh_to_xyxy(xywh), orig_shape)
+
+    @classmethod
+    def from_xyxyn(cls, xyxyn: torch.Tensor, orig_shape: tuple[int, int]) -> Boxes:
+        return cls(denormalise(xyxyn, orig_shape), orig_shape)
+
+    @classmethod
+    def from_xywhn(cls, xywhn: torch.Tensor, orig_shape: tuple[int, int]) -> Boxes:
+        return cls.from_xywh(denormalise(xywhn, orig_shape), orig_shape)
+
+    @property
+    def xywh(self) -> torch.Tensor:
+        return xyxy_to_xywh(self.xyxy)
+
+    @property
+    def ltwh(self) -> torch.Tensor:
+        return xyxy_to_ltwh(self.xyxy)
+
+    @property
+    def xyxyn(self) -> torch.Tensor:
+        return normalise(self.xyxy, self.orig_shape)
+
+    @property
+    def xywhn(self) -> torch.Tensor:
+        return normalise(self.xywh, self.orig_shape)
+
+    def __len__(self) -> int:
+        return self.xyxy.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Boxes(xyxy={self.xyxy.tolist()}, orig_shape={self.orig_shape})"
+
+
+@dataclass
+class Result:
+    """The detections in one picture, best score first.
+
+    boxes:  `Boxes` (.xyxy, .xywh, .ltwh, .xyxyn, .xywhn), pixels of the original picture
+    scores: [N] float in [0, 1]
+    labels: [N] int64, the model's 0-based class indices
+    names:  {label: class name} for every class of the model
+    orig_img: [H, W, 3] uint8 RGB, the picture as read (upright)
+    path:   the file it came from (None for in-memory pictures); `frame`: frame number in a video
+    category_ids: label -> data-set category id for `to_coco` (COCO's 1..90 for COCO models)
+    speed:  milliseconds per picture for 'preprocess', 'inference', 'postprocess'
+    """
+
+    boxes: Boxes
+    scores: torch.Tensor
+    labels: torch.Tensor
+    names: dict[int, str]
+    orig_img: np.ndarray
+    path: str | None = None
+    frame: int | None = None
+    index: int = 0
+    category_ids: list[int] | None = None
+    speed: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def orig_shape(self) -> tuple[int, int]:
+        """(height, width) of the original picture."""
+        return self.orig_img.shape[:2]
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class name of each box."""
+        return [self.names[int(label)] for label in self.labels]
+
+    @property
+    def name(self) -> str:
+        """A file name for this picture's annotated copy: the source's name, `video_000012.jpg` for a
+        video frame, `image3.jpg` for an in-memory picture."""
+        if self.path is None:
+            return f"image{self.index}.jpg"
+        p = Path(self.path)
+        if self.frame is not None:
+            return f"{p.stem}_{self.frame:06d}.jpg"
+        return p.name if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else p.stem + ".png"
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for n in self.class_names:
+            counts[n] = counts.get(n, 0) + 1
+        found = ", ".join(f"{c} {n}" for n, c in counts.items()) or "no detections"
+        where = self.path or "image"
+        if self.frame is not None:
+            where += f" frame {self.frame}"
+        h, w = self.orig_shape
+        return f"Result({where}: {w}x{h}, {found})"
+
+    def plot(self, labels: bool = True, scores: bool = True, line_width: int | None = None) -> np.ndarray:
+        """The picture with its boxes drawn: [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view)."""
+        from .draw import draw_detections
+        texts = None
+        if labels or scores:
+            texts = [" ".join(t for t in ((n if labels else ""), (f"{s:.2f}" if scores else "")) if t)
+                     for n, s in zip(self.class_names, self.scores.tolist())]
+        return draw_detections(self.orig_img, self.boxes.xyxy, self.labels.tolist(), texts, line_width)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the annotated picture (`plot()`) to `path` (default: `<name>_pred.<ext>` here); returns the path."""
+        from PIL import Image
+        if path is None:
+            p = Path(self.name)
+            path = p.with_name(f"{p.stem}_pred{p.suffix}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(self.plot()).save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+        return path
+
+    def to_coco(self, image_id: int | str, category_ids: list[int] | None = None) -> list[dict]:
+        """The detections in COCO results format: [{"image_id", "category_id", "bbox" [x, y, w, h], "score"}].
+
+        category_ids maps labels to category ids (default: this result's own, e.g. COCO's 1..90;
+        without any, the label itself).
+        """
+        ids = category_ids if category_ids is not None else self.category_ids
+        return [{"image_id": image_id,
+                 "category_id": int(ids[label]) if ids is not None else int(label),
+                 "bbox": [round(float(v), 3) for v in box],
+                 "score": round(float(score), 5)}
+                for box, score, label in zip(self.boxes.ltwh.tolist(), self.scores.tolist(), self.labels.tolist())]
