@@ -159,11 +159,7 @@ class Trainer:
     # -- setup
 
     def _recipe(self) -> TrainRecipe:
-        name = self.cfg.recipe or (self.cfg.model if isinstance(self.cfg.model, str) else "rtdetrv2_r18vd")
-        if name == "demo":
-            from ..demo import DEMO_RECIPE
-            return DEMO_RECIPE
-        return get_recipe(name)
+        return get_recipe(self.cfg.recipe or (self.cfg.model if isinstance(self.cfg.model, str) else "rtdetrv2_r18vd"))
 
     def _run_dir(self) -> Path:
         cfg = self.cfg
