@@ -43,9 +43,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the synthetic shapes data set, train the small demo model on the CPU, evaluate, predict."""
+    from .demo import run_demo
+    run_demo(args.out, seed=args.seed, epochs=args.epochs, imgsz=args.imgsz, workers=args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR object detection")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help=cmd_demo.__doc__)
+    p.add_argument("--out", default="runs/demo", help="folder for the data, the run and the pictures")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--imgsz", type=int, default=224)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help=cmd_models.__doc__)
     p.set_defaults(func=cmd_models)

@@ -12,9 +12,10 @@ def get_activation(name: str | None) -> nn.Module:
     """An activation module by its config name (`relu`, `silu`, `gelu`, or None for identity)."""
     if name is None:
         return nn.Identity()
-    table = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
+    table = {"relu": lambda: nn.ReLU(inplace=True), "silu": lambda: nn.SiLU(inplace=True), "gelu": nn.GELU}
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
+    # In place: the activation's input is a fresh sum or norm output nobody else reads (saves memory).
     return table[name]()
 
 

@@ -32,7 +32,7 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(cfg.dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, cfg.dim_feedforward)
-        self.activation = nn.ReLU()
+        self.activation = nn.ReLU(inplace=True)
         self.dropout3 = nn.Dropout(cfg.dropout)
         self.linear2 = nn.Linear(cfg.dim_feedforward, d_model)
         self.dropout4 = nn.Dropout(cfg.dropout)

@@ -132,7 +132,7 @@ class ConvBNAct(nn.Module):
             self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                                   padding=(kernel_size - 1) // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
-        self.act = nn.ReLU() if act else nn.Identity()
+        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))

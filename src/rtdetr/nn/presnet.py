@@ -39,7 +39,7 @@ class BasicBlock(nn.Module):
             self.short = projection_shortcut(ch_in, width, stride)
         self.branch2a = ConvNormLayer(ch_in, width, 3, stride, act="relu")
         self.branch2b = ConvNormLayer(width, width, 3, 1)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch2b(self.branch2a(x))
@@ -60,7 +60,7 @@ class BottleNeck(nn.Module):
         self.branch2c = ConvNormLayer(width, ch_out, 1, 1)
         if project:
             self.short = projection_shortcut(ch_in, ch_out, stride)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch2c(self.branch2b(self.branch2a(x)))

@@ -1,0 +1,106 @@
+"""One training step of a zoo model on the CPU: forward + criterion + backward + clipping +
+AdamW + EMA, in fp32 and with bf16 autocast, each in its own process (for its peak memory).
+
+    .venv/bin/python benchmarks/train_step.py --model rtdetrv2_r18vd --size 640 --batch 2 --steps 8
+
+Goals (issue: training): fp32 step <= 1.8 s, bf16 step <= 1.2 s, peak memory <= 2.3 GB, for
+rtdetrv2_r18vd at 640x640, batch 2, 2 cores (the official code: 2.02 s, 2.9 GB).
+Prints a table and writes benchmarks/results/train_step.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> dict:
+    """Runs in a fresh process; returns median timings and the process's peak resident memory."""
+    import rtdetr
+    from rtdetr.train import HungarianMatcher, RTDETRCriterion
+    from rtdetr.train.ema import ModelEMA
+    from rtdetr.train.recipes import get_recipe, make_optimizer
+
+    torch.manual_seed(0)
+    model = rtdetr.create_model(model_name).train()
+    criterion = RTDETRCriterion(80, HungarianMatcher())
+    optimizer = make_optimizer(model, get_recipe(model_name))
+    ema = ModelEMA(model)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, size, size, generator=g)
+    targets = [{"labels": torch.randint(0, 80, (6,), generator=g),
+                "boxes": torch.cat([torch.rand(6, 2, generator=g) * 0.6 + 0.2, torch.rand(6, 2, generator=g) * 0.3 + 0.05], 1)}
+               for _ in range(batch)]
+    dtype = torch.bfloat16 if amp == "bf16" else None
+    rows = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            out = model(x, targets=targets)
+        out = _float(out)
+        loss = sum(criterion(out, targets).values())
+        t1 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        ema.update(model)
+        t3 = time.perf_counter()
+        rows.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2))
+    rows = rows[2:]  # warm-up
+    med = [statistics.median(c) for c in zip(*rows)]
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return {"model": model_name, "amp": amp, "size": size, "batch": batch, "step_s": med[0], "forward_s": med[1],
+            "backward_s": med[2], "update_s": med[3], "peak_rss_gb": peak_gb, "timed_steps": len(rows)}
+
+
+def _float(o):
+    if torch.is_tensor(o):
+        return o.float() if o.is_floating_point() else o
+    if isinstance(o, dict):
+        return {k: _float(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_float(v) for v in o]
+    return o
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="rtdetrv2_r18vd")
+    parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--amp", nargs="+", default=["off", "bf16"])
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_step.json")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_config(args.model, args.size, args.batch, args.steps, args.one)))
+        return
+
+    results = []
+    for amp in args.amp:
+        cmd = [sys.executable, __file__, "--model", args.model, "--size", str(args.size), "--batch", str(args.batch),
+               "--steps", str(args.steps), "--one", amp]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"{args.model} {args.size}x{args.size} batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"median of {results[0]['timed_steps']} steps after 2 warm-up")
+    print(f"{'precision':<10} {'step s':>7} {'fwd+loss s':>10} {'backward s':>10} {'update s':>9} {'peak GB':>8}")
+    for r in results:
+        print(f"{r['amp']:<10} {r['step_s']:>7.2f} {r['forward_s']:>10.2f} {r['backward_s']:>10.2f} "
+              f"{r['update_s']:>9.2f} {r['peak_rss_gb']:>8.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"torch": torch.__version__, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
