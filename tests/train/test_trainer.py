@@ -104,3 +104,15 @@ def test_fine_tuning_keeps_rows_of_classes_with_coco_names(tmp_path):
         assert torch.equal(got[key][1], fresh[key][1])
     assert torch.equal(got["decoder.denoising_class_embed.weight"][3], fresh["decoder.denoising_class_embed.weight"][3])
     assert torch.equal(got["backbone.conv1.conv1_1.conv.weight"], old["backbone.conv1.conv1_1.conv.weight"])
+
+
+def test_model_train_fine_tunes_the_model_itself(data, tmp_path):
+    torch.manual_seed(0)
+    model = rtdetr.create_model("demo", num_classes=3)
+    assert model.train() is model and model.training and not model.train(False).training
+    kwargs = {k: v for k, v in SMALL.items() if k not in ("model", "lr")}
+    result = model.train(data=str(data), epochs=1, max_steps=1, project=str(tmp_path), name="own", lr=0.0, **kwargs)
+    trained = torch.load(result.run_dir / "weights" / "last.pt", weights_only=True)["model"]
+    # lr 0: the run started from (and kept) this model's weights, not a fresh initialisation.
+    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items() if "running_" not in k
+               and "num_batches" not in k)

@@ -43,6 +43,20 @@ class RTDETR(nn.Module):
     def num_classes(self) -> int:
         return self.cfg.num_classes
 
+    def train(self, mode: bool = True, **kwargs):
+        """`model.train()` / `model.train(False)`: PyTorch's training mode switch.
+
+        `model.train(data=..., epochs=..., ...)`: fine-tune this model on a data set (keyword
+        arguments as `rtdetr train`); returns the run's `TrainResult`.
+        """
+        if not kwargs:
+            return super().train(mode)
+        from ..train.trainer import train
+        from ..zoo import ZOO
+        if self.cfg.name in ZOO:  # its recipe; custom architectures take the default one
+            kwargs.setdefault("model", self.cfg.name)
+        return train(initial_model=self, **kwargs)
+
     def predict(self, source, **kwargs):
         """Detections on images, folders, globs, videos, arrays or tensors; see `rtdetr.predict.predict`."""
         from ..predict import predict

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import zoo
-from ..checkpoint import CheckpointError, extract_state_dict, num_classes_of, read_checkpoint
+from ..checkpoint import CheckpointError, extract_state_dict, load_weights, num_classes_of, read_checkpoint
 from ..coco import COCO_NAMES
 from ..config import ModelConfig
 from ..data import load_dataset, list_splits
@@ -67,20 +67,25 @@ def model_config(cfg: TrainConfig, num_classes: int) -> ModelConfig:
 def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str]) -> list[str]:
     """Load `cfg.weights` into `model`, re-initialising class layers when the classes differ.
 
-    Returns the class names whose score-head rows came from the weights (empty when none)."""
+    Returns the class names whose score-head rows came from the weights."""
     if cfg.weights is None:
         return []
     from ..api import resolve_weights
     path = resolve_weights(cfg.model if cfg.weights == "official" else cfg.weights)
     ckpt = read_checkpoint(path)
-    sd = extract_state_dict(ckpt, path)
     meta = ckpt.get("rtdetr") if isinstance(ckpt.get("rtdetr"), dict) else {}
-    old_names = meta.get("class_names") or (COCO_NAMES if num_classes_of(sd) == 80 else [])
+    return load_for_classes(model, extract_state_dict(ckpt, path), meta.get("class_names"), class_names, path)
+
+
+def load_for_classes(model: RTDETR, sd: dict, old_names: list[str] | None, class_names: list[str],
+                     source) -> list[str]:
+    """Copy `sd` into `model`; when its classes differ, class layers start afresh except the rows of
+    classes of the same name. Weights with 80 classes and no names are taken to be COCO's."""
+    old_names = list(old_names or (COCO_NAMES if num_classes_of(sd) == 80 else []))
     kept = list(class_names)
-    if list(old_names) != list(class_names):
-        sd, kept = adapt_class_layers(sd, model.state_dict(), list(old_names), class_names)
-    from ..checkpoint import load_weights
-    load_weights(model, sd, path, model.cfg.name)
+    if old_names != list(class_names):
+        sd, kept = adapt_class_layers(sd, model.state_dict(), old_names, class_names)
+    load_weights(model, sd, source, model.cfg.name)
     return kept
 
 
@@ -140,10 +145,11 @@ class Trainer:
     outputs, epoch, step, extra_modules) to more weighted loss terms."""
 
     def __init__(self, cfg: TrainConfig, extra_modules: dict[str, nn.Module] | None = None,
-                 extra_losses: list[ExtraLoss] | None = None):
+                 extra_losses: list[ExtraLoss] | None = None, initial_model: RTDETR | None = None):
         if not cfg.data:
             raise ValueError("no data set given (data=...)")
         self.cfg = cfg
+        self.initial_model = initial_model
         self.extra_modules = nn.ModuleDict(extra_modules or {})
         self.extra_losses = list(extra_losses or [])
         self.device = dist.init_distributed(cfg.device)
@@ -187,9 +193,15 @@ class Trainer:
         self.category_ids = self.train_set.category_ids
         self.evaluator = CocoEvaluator.from_dataset(self.val_loader.dataset) if self.val_loader else None
 
-        model = build_model(model_config(cfg, len(self.class_names)))
-        if not cfg.resume:
-            initial_weights(cfg, model, self.class_names)
+        if self.initial_model is not None:  # model.train(data=...): start from this model's weights
+            model = build_model(self.initial_model.cfg.with_classes(len(self.class_names)))
+            if not cfg.resume:
+                load_for_classes(model, self.initial_model.state_dict(), self.initial_model.class_names,
+                                 self.class_names, "the model given")
+        else:
+            model = build_model(model_config(cfg, len(self.class_names)))
+            if not cfg.resume:
+                initial_weights(cfg, model, self.class_names)
         if cfg.freeze_backbone:
             freeze_backbone(model)
         model.decoder.grad_checkpoint = cfg.grad_checkpoint
@@ -520,10 +532,11 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig | None = None, **kwargs) -> TrainResult:
-    """Train a detector; keyword arguments are `TrainConfig` fields (unknown ones are errors)."""
+def train(cfg: TrainConfig | None = None, *, initial_model: RTDETR | None = None, **kwargs) -> TrainResult:
+    """Train a detector; keyword arguments are `TrainConfig` fields (unknown ones are errors).
+    `initial_model`: start from this model's architecture and weights (`model.train(data=...)`)."""
     if cfg is None:
         cfg = TrainConfig.from_kwargs(**kwargs)
     elif kwargs:
-        cfg = replace(cfg, **TrainConfig.from_kwargs(**{**cfg.to_dict(), **kwargs}).to_dict())
-    return Trainer(cfg).fit()
+        cfg = replace(cfg, **kwargs)
+    return Trainer(cfg, initial_model=initial_model).fit()
