@@ -81,15 +81,18 @@ def _load_own_checkpoint(path: Path, decoder_layers: int | None, device) -> RTDE
 
 def _attach_metadata(net: RTDETR, ckpt: dict) -> None:
     meta = ckpt.get("rtdetr") if isinstance(ckpt.get("rtdetr"), dict) else {}
-    names = meta.get("class_names")
+    names, ids = meta.get("class_names"), meta.get("category_ids")
     if names is not None and len(names) != net.num_classes:
         warnings.warn(f"checkpoint lists {len(names)} class names for {net.num_classes} classes; ignoring them")
         names = None
     net.class_names = names
+    # The data set's own category ids (label -> id), for results in COCO format.
+    net.category_ids = list(ids) if ids is not None and len(ids) == net.num_classes else None
 
 
-def save_checkpoint(net: RTDETR, path: str | Path, class_names: list[str] | None = None, **extra) -> Path:
-    """Write `net` in the library's own format (architecture and class names included), atomically."""
-    payload = {"model": net.state_dict(),
-               "rtdetr": {"config": net.cfg.to_dict(), "class_names": class_names}, **extra}
+def save_checkpoint(net: RTDETR, path: str | Path, class_names: list[str] | None = None,
+                    category_ids: list[int] | None = None, **extra) -> Path:
+    """Write `net` in the library's own format (architecture, class names and category ids), atomically."""
+    meta = {"config": net.cfg.to_dict(), "class_names": class_names, "category_ids": category_ids}
+    payload = {"model": net.state_dict(), "rtdetr": meta, **extra}
     return save_atomic(payload, path)

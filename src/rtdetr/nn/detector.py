@@ -33,7 +33,8 @@ class RTDETR(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.class_names: list[str] | None = None
+        self.class_names: list[str] | None = None  # set from checkpoints that carry them
+        self.category_ids: list[int] | None = None
         self.backbone = build_backbone(cfg)
         self.encoder = HybridEncoder(self.backbone.out_channels, self.backbone.out_strides, cfg.encoder)
         self.decoder = RTDETRDecoder(

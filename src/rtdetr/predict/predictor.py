@@ -80,8 +80,9 @@ class Predictor:
             warnings.warn(f"half precision needs a CUDA device; running in float32 on {self.device}", PredictWarning)
         names = class_names_of(model, class_names)
         self.names: dict[int, str] = dict(enumerate(names))
-        self.category_ids = category_ids if category_ids is not None else (
-            COCO_CATEGORY_IDS if names == COCO_NAMES else None)
+        if category_ids is None:  # the model's own data set ids, else COCO's for COCO's classes
+            category_ids = getattr(model, "category_ids", None) or (COCO_CATEGORY_IDS if names == COCO_NAMES else None)
+        self.category_ids = category_ids
         if self.category_ids is not None and len(self.category_ids) != len(names):
             raise ValueError(f"category_ids has {len(self.category_ids)} entries for {len(names)} classes")
         self.failures: list[Failure] = []

@@ -1,0 +1,214 @@
+"""`optimize_for_inference`: a fixed-size, inference-only copy of a detector for the fast eager path.
+
+    fast = optimize_for_inference(model, imgsz=(640, 640))
+    out = fast(x)                    # x [B, 3, 640, 640] -> {'pred_logits', 'pred_boxes'}, as model(x) in eval mode
+
+What changes, and why each step is exact (same outputs within float rounding, < 1e-4):
+- every conv + batch norm (plain or frozen) becomes one conv with bias, and every RepVGG
+  block one 3x3 conv (`fold.py`): the norms are fixed affine maps at inference;
+- the decoder keeps only the layers up to the chosen exit and the heads those layers use;
+  the denoising embedding and the auxiliary / encoder-loss outputs (training only) go;
+- the input size is fixed when the copy is made, so the AIFI position embedding, the
+  anchors and the valid mask are plain buffers computed once (no per-call cache look-ups);
+- the encoder's box head runs on the selected top-k queries only (300 of the 8400 tokens at
+  640x640) instead of on every token: it is a per-token MLP, so the selected rows are the same;
+- every parameter stops requiring gradients, and the copy refuses `.train()`.
+
+The copy accepts only the size it was made for (any batch size): another size raises a
+one-line error that says how to make a copy for it. That keeps the fast path free of size
+checks and caches; `model` itself still takes any multiple of 32.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..nn.common import inverse_sigmoid
+from ..nn.decoder import RTDETRDecoder
+from ..nn.detector import RTDETR
+from ..nn.hybrid_encoder import HybridEncoder
+from .fold import fold_conv_norms
+
+STRIDE = 32
+
+
+def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 640),
+                           decoder_layers: int | None = None, dtype: torch.dtype = torch.float32,
+                           channels_last: bool = False) -> "OptimizedRTDETR":
+    """An inference-only copy of `model` for inputs of `imgsz` = (height, width) (an int: square).
+
+    decoder_layers: decoder layers to keep (default: the model's own eval setting, e.g. 3 of 6
+                    for the *_r50vd_m models); the rest are dropped.
+    dtype:          parameter and compute dtype (float32; bfloat16 / float16 trade exactness for speed
+                    where the hardware has it); inputs are cast to it, outputs come back in it.
+    channels_last:  keep convolution activations NHWC (measured slower on a 2-core AVX-512 CPU,
+                    see benchmarks/fused.py; may pay off elsewhere).
+    The original `model` is left untouched (deep copy), on its device.
+    """
+    if not isinstance(model, RTDETR):
+        raise TypeError(f"optimize_for_inference expects an RTDETR model, got {type(model).__name__}")
+    h, w = check_size(imgsz)
+    run = model.decoder.eval_layers if decoder_layers is None else decoder_layers
+    if not 1 <= run <= model.decoder.num_layers:
+        raise ValueError(f"decoder_layers must be in 1..{model.decoder.num_layers}, got {run}")
+
+    src = copy.deepcopy(model).eval()
+    fold_conv_norms(src.backbone)
+    fold_conv_norms(src.encoder)
+    fold_conv_norms(src.decoder.input_proj)
+    shapes = [(h // s, w // s) for s in src.encoder.out_strides]
+    fast = OptimizedRTDETR(src, FixedSizeEncoder(src.encoder, h // src.encoder.feat_strides[-1],
+                                                 w // src.encoder.feat_strides[-1]),
+                           FixedSizeDecoder(src.decoder, shapes, run), (h, w), channels_last)
+    fast = fast.to(dtype=dtype)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    fast.requires_grad_(False)
+    return fast.eval()
+
+
+def check_size(imgsz: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) from an int or a pair; one-line error unless both are positive multiples of 32."""
+    hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    if len(hw) != 2 or any(int(v) != v or v <= 0 or v % STRIDE for v in hw):
+        raise ValueError(f"imgsz must be a positive multiple of {STRIDE} or a pair of them, got {imgsz}")
+    return int(hw[0]), int(hw[1])
+
+
+class OptimizedRTDETR(nn.Module):
+    """`forward(x [B, 3, H, W])` -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4]} for the fixed (H, W).
+
+    Keeps `cfg`, `class_names` and `num_classes` of the source model (prediction uses them).
+    """
+
+    def __init__(self, src: RTDETR, encoder: "FixedSizeEncoder", decoder: "FixedSizeDecoder",
+                 imgsz: tuple[int, int], channels_last: bool):
+        super().__init__()
+        self.cfg = src.cfg
+        self.class_names = src.class_names
+        self.imgsz = imgsz
+        self.channels_last = channels_last
+        self.backbone = src.backbone
+        self.encoder = encoder
+        self.decoder = decoder
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.anchors.dtype
+
+    def train(self, mode: bool = True) -> "OptimizedRTDETR":
+        if mode:
+            raise RuntimeError("an optimized model is for inference only; train the original model")
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, num_decoder_layers: int | None = None) -> dict:
+        """`num_decoder_layers` is accepted for call compatibility with `RTDETR`; it must be the kept count."""
+        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.imgsz:
+            raise ValueError(
+                f"this optimized model takes [B, 3, {self.imgsz[0]}, {self.imgsz[1]}], got {list(x.shape)}; "
+                f"make one for that size with optimize_for_inference(model, imgsz=(H, W))")
+        if num_decoder_layers is not None and num_decoder_layers != self.decoder.num_layers:
+            raise ValueError(f"this optimized model runs {self.decoder.num_layers} decoder layers, "
+                             f"asked for {num_decoder_layers}; make one with decoder_layers={num_decoder_layers}")
+        x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.encoder(self.backbone(x)))
+
+
+class FixedSizeEncoder(nn.Module):
+    """The hybrid encoder (already folded) with its AIFI position embedding as a buffer.
+
+    [C3, C4, C5] -> [P3, P4, P5], each [B, hidden_dim, H/s, W/s]; same computation as
+    `HybridEncoder.forward`, for one stride-32 map size (h, w).
+    """
+
+    def __init__(self, enc: HybridEncoder, h: int, w: int):
+        super().__init__()
+        if enc.use_encoder_idx != [len(enc.in_channels) - 1]:
+            raise ValueError(f"expected AIFI on the last level only, got use_encoder_idx={enc.use_encoder_idx}")
+        self.input_proj = enc.input_proj
+        self.aifi = enc.encoder[0]
+        self.lateral_convs = enc.lateral_convs
+        self.fpn_blocks = enc.fpn_blocks
+        self.downsample_convs = enc.downsample_convs
+        self.pan_blocks = enc.pan_blocks
+        ref = next(enc.parameters())
+        self.register_buffer("pos_embed", enc.position_embedding(h, w, ref).clone())  # [1, h*w, C]
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        proj = [p(f) for p, f in zip(self.input_proj, feats)]
+
+        # AIFI: attention over the tokens of the stride-32 map.
+        b, c, h, w = proj[-1].shape
+        tokens = proj[-1].flatten(2).permute(0, 2, 1)                          # [B, h*w, C]
+        memory = self.aifi(tokens, self.pos_embed)
+        proj[-1] = memory.permute(0, 2, 1).reshape(b, c, h, w).contiguous()
+
+        # Top-down (FPN): each lateral conv output replaces its map among the inner outputs.
+        n = len(proj)
+        inner = [proj[-1]]
+        for k, idx in enumerate(range(n - 1, 0, -1)):
+            high = self.lateral_convs[k](inner[0])
+            inner[0] = high
+            up = torch.nn.functional.interpolate(high, scale_factor=2.0, mode="nearest")
+            inner.insert(0, self.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
+
+        # Bottom-up (PAN).
+        outs = [inner[0]]
+        for k in range(n - 1):
+            down = self.downsample_convs[k](outs[-1])
+            outs.append(self.pan_blocks[k](torch.cat([down, inner[k + 1]], dim=1)))
+        return outs
+
+
+class FixedSizeDecoder(nn.Module):
+    """Query selection and the first `num_layers` decoder layers, for fixed level sizes.
+
+    [P3, P4, P5] -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4]}; the same computation as
+    `RTDETRDecoder.forward` in eval mode with `num_layers` layers.
+    """
+
+    def __init__(self, dec: RTDETRDecoder, shapes: list[tuple[int, int]], num_layers: int):
+        super().__init__()
+        self.num_layers = num_layers
+        self.num_queries = dec.num_queries
+        self.spatial_shapes = [tuple(s) for s in shapes]   # python ints: no tensor -> int syncs
+        if sum(h * w for h, w in shapes) < self.num_queries:
+            raise ValueError(f"input too small: {sum(h * w for h, w in shapes)} feature cells for "
+                             f"{self.num_queries} queries (use at least 160x160)")
+        self.input_proj = dec.input_proj
+        self.enc_output = dec.enc_output
+        self.enc_score_head = dec.enc_score_head
+        self.enc_bbox_head = dec.enc_bbox_head
+        self.query_pos_head = dec.query_pos_head
+        self.layers = nn.ModuleList(dec.decoder.layers[:num_layers])
+        self.bbox_heads = nn.ModuleList(dec.dec_bbox_head[:num_layers])
+        self.score_head = dec.dec_score_head[num_layers - 1]  # only the exit layer's scores are used
+        ref = next(dec.parameters())
+        anchors, valid = dec.anchors(self.spatial_shapes, ref)
+        self.register_buffer("anchors", anchors.clone())                        # [1, L, 4] logits, inf if invalid
+        self.register_buffer("valid", valid.to(ref.dtype).clone())              # [1, L, 1] 1.0 / 0.0
+
+    def forward(self, feats: list[torch.Tensor]) -> dict:
+        memory = torch.cat([p(f).flatten(2).permute(0, 2, 1) for p, f in zip(self.input_proj, feats)], dim=1)
+
+        # Query selection: the top-k tokens by their best class score.
+        output_memory = self.enc_output(self.valid * memory)                    # [B, L, C]
+        scores = self.enc_score_head(output_memory).max(-1).values              # [B, L]
+        topk = torch.topk(scores, self.num_queries, dim=-1).indices             # [B, Q]
+        target = output_memory.gather(1, topk.unsqueeze(-1).expand(-1, -1, output_memory.shape[-1]))
+        anchors = self.anchors.expand(memory.shape[0], -1, -1).gather(1, topk.unsqueeze(-1).expand(-1, -1, 4))
+        ref = torch.sigmoid(self.enc_bbox_head(target) + anchors)              # [B, Q, 4] cx, cy, w, h
+
+        # Decoder layers with iterative box refinement.
+        for layer, bbox_head in zip(self.layers, self.bbox_heads):
+            target = layer(target, ref.unsqueeze(2), memory, self.spatial_shapes, self.query_pos_head(ref))
+            ref = torch.sigmoid(bbox_head(target) + inverse_sigmoid(ref))
+        return {"pred_logits": self.score_head(target), "pred_boxes": ref}
