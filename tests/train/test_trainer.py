@@ -116,3 +116,24 @@ def test_model_train_fine_tunes_the_model_itself(data, tmp_path):
     # lr 0: the run started from (and kept) this model's weights, not a fresh initialisation.
     assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items() if "running_" not in k
                and "num_batches" not in k)
+
+
+def test_backbone_lr_override_splits_every_group():
+    from rtdetr.train.trainer import split_groups
+    a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    groups = [{"params": [a, b], "weight_decay": 0.0}, {"params": [c]}]
+    out = split_groups(groups, {id(a), id(c)}, lr=1e-5)
+    assert [(g["params"], g.get("lr"), g.get("weight_decay")) for g in out] == [
+        ([a], 1e-5, 0.0), ([b], None, 0.0), ([c], 1e-5, None)]
+
+
+def test_multiscale_sizes_follow_the_training_size():
+    from rtdetr.train.recipes import get_recipe
+    from rtdetr.train.trainer import augment_config
+    r50 = get_recipe("rtdetrv2_r50vd")
+    official = augment_config(TrainConfig(data="x", imgsz=(640, 640)), r50).scales
+    assert official == (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
+    assert augment_config(TrainConfig(data="x", imgsz=(320, 320)), r50).scales == (
+        224, 256, 288, 352, 384, 320, 320, 320)
+    assert augment_config(TrainConfig(data="x", multiscale=False), r50).scales is None
+    assert augment_config(TrainConfig(data="x"), get_recipe("rtdetrv2_r18vd")).scales is None

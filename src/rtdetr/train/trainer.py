@@ -89,6 +89,19 @@ def load_for_classes(model: RTDETR, sd: dict, old_names: list[str] | None, class
     return kept
 
 
+def split_groups(groups: list[dict], chosen: set[int], lr: float) -> list[dict]:
+    """Each optimiser group split in two: the `chosen` parameters (by id) at `lr`, and the rest."""
+    out = []
+    for g in groups:
+        mine = [p for p in g["params"] if id(p) in chosen]
+        rest = [p for p in g["params"] if id(p) not in chosen]
+        if mine:
+            out.append({**g, "params": mine, "lr": lr})
+        if rest:
+            out.append({**g, "params": rest})
+    return out
+
+
 def freeze_backbone(model: RTDETR) -> None:
     model.backbone.requires_grad_(False)
     model.backbone.eval()
@@ -98,10 +111,10 @@ def freeze_backbone(model: RTDETR) -> None:
 
 def augment_config(cfg: TrainConfig, recipe: TrainRecipe) -> AugmentConfig:
     stop = cfg.aug_stop_epoch if cfg.aug_stop_epoch is not None else recipe.aug_stop_epoch
-    scales = recipe.scales if cfg.multiscale is None else (recipe.scales or _scales_around(cfg.imgsz)
-                                                           if cfg.multiscale else None)
-    if scales is not None and tuple(cfg.imgsz) != (640, 640):
-        scales = _scales_around(cfg.imgsz)
+    multiscale = cfg.multiscale if cfg.multiscale is not None else recipe.scales is not None
+    scales = None
+    if multiscale:  # the recipe's sizes are for 640; other sizes get the same pattern around them
+        scales = recipe.scales if recipe.scales and tuple(cfg.imgsz) == (640, 640) else _scales_around(cfg.imgsz)
     on = cfg.aug
     return AugmentConfig(size=cfg.imgsz, photometric=on, zoom_out=on, iou_crop=on, flip=on,
                          stop_epoch=stop, scales=scales)
@@ -229,25 +242,21 @@ class Trainer:
             (self.run_dir / "weights").mkdir(exist_ok=True)
 
     def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with the recipe's parameter groups; `lr` overrides scale every group alike (keeping
+        the recipe's ratios), `lr_backbone` gives the backbone's parameters their own rate."""
         cfg, recipe = self.cfg, self.recipe
         lr = cfg.lr if cfg.lr is not None else recipe.lr
         wd = cfg.weight_decay if cfg.weight_decay is not None else recipe.weight_decay
         groups = build_param_groups(self.model, recipe)
-        scale = lr / recipe.lr
-        for g in groups:  # an lr override scales every group alike, keeping the recipe's ratios
+        for g in groups:
             if "lr" in g:
-                g["lr"] = g["lr"] * scale
+                g["lr"] *= lr / recipe.lr
         if cfg.lr_backbone is not None:
-            for g in groups:
-                if g.get("params") and all(id(p) in self._backbone_param_ids() for p in g["params"]) and "lr" in g:
-                    g["lr"] = cfg.lr_backbone
+            groups = split_groups(groups, {id(p) for p in self.model.backbone.parameters()}, cfg.lr_backbone)
         extra = [p for p in self.extra_modules.parameters() if p.requires_grad]
         if extra:
             groups.append({"params": extra})
-        return torch.optim.AdamW(groups, lr=lr, betas=recipe.betas, weight_decay=wd)
-
-    def _backbone_param_ids(self) -> set[int]:
-        return {id(p) for p in self.model.backbone.parameters()}
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=recipe.betas, weight_decay=wd)
 
     # -- checkpoints
 

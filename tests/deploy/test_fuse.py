@@ -1,0 +1,113 @@
+"""`optimize_for_inference` gives the model's own outputs, on the official fixtures.
+
+Each fixture model is built from the deterministic recipe through the official-checkpoint
+path (as in tests/nn/test_official_parity.py), optimized, and compared with the unoptimized
+model and with the official outputs. Queries are compared as a set (near-tied encoder scores
+may swap two queries' order); tolerance 1e-4.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+import rtdetr
+from rtdetr.deploy import fold_norm, fuse_repvgg, optimize_for_inference
+from rtdetr.nn.hybrid_encoder import RepVggBlock
+from tests.nn.test_official_parity import match_queries
+from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
+
+TOL = 1e-4
+# v1 and v2, plain / frozen batch norms, discrete sampling, one sampling point, HGNetv2.
+MODELS = ["rtdetr_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_r18vd_dsp", "rtdetrv2_r18vd_sp1",
+          "rtdetrv2_hgnetv2_l"]
+
+
+def fixture_model(name: str, tmp_path) -> tuple[rtdetr.RTDETR, torch.Tensor, dict]:
+    """(model loaded from an official-layout file of recipe weights, the input, the official outputs)."""
+    ref = load_reference(name)
+    file = tmp_path / f"{name}.pth"
+    torch.save({"ema": {"module": recipe_state_dict(ref["state_dict_manifest"])}}, file)
+    model = rtdetr.load_model(name, weights=file)
+    x = recipe_image(ref["input"]["recipe_image_seed"], ref["input"]["h"], ref["input"]["w"])
+    return model, x, torch.load(OFFICIAL / f"{name}.outputs.pt")
+
+
+def rows(out: dict) -> torch.Tensor:
+    """[Q, K + 4]: each query's logits and box, for set-wise comparison."""
+    return torch.cat([out["pred_logits"][0], out["pred_boxes"][0]], dim=1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fixture_outputs(name, tmp_path):
+    model, x, official = fixture_model(name, tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model, imgsz=tuple(x.shape[2:]))
+    with torch.inference_mode():
+        ours, theirs = model(x), fast(x)
+
+    vs_model = match_queries(rows(ours), rows(theirs))
+    vs_official = match_queries(rows(official), rows(theirs))
+    print(f"{name}: max abs difference fused vs unfused {vs_model:.2g}, vs official {vs_official:.2g}")
+    assert vs_model < TOL and vs_official < TOL
+
+    # Folded and trimmed: no norms, no RepVGG branches, no training-only parts.
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d, RepVggBlock)) for m in fast.modules())
+    assert len(fast.decoder.layers) == model.decoder.eval_layers
+    assert not any("denoising" in k for k in fast.state_dict())
+    # The original is untouched.
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())
+
+
+def test_decoder_exit_and_batches():
+    """A shortened decoder equals `model(x, num_decoder_layers=n)`; batches give per-image results."""
+    torch.manual_seed(0)
+    model = rtdetr.create_model("demo").eval()
+    x = torch.rand(2, 3, 256, 320)
+    fast = optimize_for_inference(model, imgsz=(256, 320), decoder_layers=1)
+    with torch.inference_mode():
+        ours, theirs, single = model(x, num_decoder_layers=1), fast(x), fast(x[1:])
+    for k in ("pred_logits", "pred_boxes"):
+        assert theirs[k].shape == ours[k].shape
+        assert (theirs[k] - ours[k]).abs().max() < TOL
+        assert (theirs[k][1:] - single[k]).abs().max() < TOL
+    assert len(fast.decoder.layers) == 1
+
+
+def test_fold_norm_and_repvgg_are_exact():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, 2, 1, groups=2, bias=True)
+    for norm in (nn.BatchNorm2d(16), FrozenBatchNorm2d(16)):
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-1, 1)
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        x = torch.randn(2, 8, 9, 11)
+        with torch.no_grad():
+            assert torch.allclose(fold_norm(conv, norm.eval())(x), norm(conv(x)), atol=1e-5)
+
+    block = RepVggBlock(8, 8).eval()
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 8, 10, 12)
+    with torch.no_grad():
+        assert torch.allclose(fuse_repvgg(block)(x), block(x), atol=1e-5)
+
+
+def test_clear_errors():
+    model = rtdetr.create_model("demo").eval()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        optimize_for_inference(model, imgsz=(250, 320))
+    with pytest.raises(ValueError, match="decoder_layers must be in"):
+        optimize_for_inference(model, imgsz=256, decoder_layers=99)
+    fast = optimize_for_inference(model, imgsz=256)
+    with pytest.raises(ValueError, match=r"takes \[B, 3, 256, 256\].*imgsz=\(H, W\)"):
+        fast(torch.rand(1, 3, 320, 256))
+    with pytest.raises(RuntimeError, match="inference only"):
+        fast.train()
+    with pytest.raises(TypeError, match="RTDETR"):
+        optimize_for_inference(nn.Linear(2, 2))
