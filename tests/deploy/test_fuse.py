@@ -4,21 +4,28 @@ Each fixture model is built from the deterministic recipe through the official-c
 path (as in tests/nn/test_official_parity.py), optimized, and compared with the unoptimized
 model and with the official outputs. Queries are compared as a set (near-tied encoder scores
 may swap two queries' order); tolerance 1e-4.
+
+Discrete sampling (`*_dsp`) rounds each sampling location to a cell: folding changes the
+float rounding (~1e-7), which can move a location lying right on a cell border to the next
+cell. On the r18 dsp fixture this happens to one query of 300 (logits 5e-4 apart, boxes
+within 1e-4); the unoptimized model is no more "right" there than the optimized one.
 """
 from __future__ import annotations
 
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import rtdetr
 from rtdetr.deploy import fold_norm, fuse_repvgg, optimize_for_inference
 from rtdetr.nn.hybrid_encoder import RepVggBlock
-from tests.nn.test_official_parity import match_queries
 from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
 
 TOL = 1e-4
+FLIPS_ALLOWED = 2     # discrete sampling only: queries whose nearest cell may flip (see above)
+FLIP_TOL = 1e-2
 # v1 and v2, plain / frozen batch norms, discrete sampling, one sampling point, HGNetv2.
 MODELS = ["rtdetr_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_r18vd_dsp", "rtdetrv2_r18vd_sp1",
           "rtdetrv2_hgnetv2_l"]
@@ -34,9 +41,20 @@ def fixture_model(name: str, tmp_path) -> tuple[rtdetr.RTDETR, torch.Tensor, dic
     return model, x, torch.load(OFFICIAL / f"{name}.outputs.pt")
 
 
-def rows(out: dict) -> torch.Tensor:
-    """[Q, K + 4]: each query's logits and box, for set-wise comparison."""
-    return torch.cat([out["pred_logits"][0], out["pred_boxes"][0]], dim=1)
+def query_distances(a: dict, b: dict) -> torch.Tensor:
+    """Pair the queries of two outputs one to one (min-cost assignment of the L-inf distances
+    between their [logits, box] rows) and return the paired distances, largest first, [Q]."""
+    ra, rb = (torch.cat([o["pred_logits"][0], o["pred_boxes"][0]], dim=1).double() for o in (a, b))
+    dist = torch.cdist(ra, rb, p=float("inf"))
+    rows, cols = linear_sum_assignment(dist.numpy())
+    return dist[rows, cols].sort(descending=True).values
+
+
+def assert_close(dist: torch.Tensor, discrete: bool) -> None:
+    if discrete:
+        assert (dist > TOL).sum() <= FLIPS_ALLOWED and dist[0] < FLIP_TOL, dist[:5].tolist()
+    else:
+        assert dist[0] < TOL, dist[:5].tolist()
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -47,10 +65,12 @@ def test_fixture_outputs(name, tmp_path):
     with torch.inference_mode():
         ours, theirs = model(x), fast(x)
 
-    vs_model = match_queries(rows(ours), rows(theirs))
-    vs_official = match_queries(rows(official), rows(theirs))
-    print(f"{name}: max abs difference fused vs unfused {vs_model:.2g}, vs official {vs_official:.2g}")
-    assert vs_model < TOL and vs_official < TOL
+    vs_model, vs_official = query_distances(ours, theirs), query_distances(official, theirs)
+    print(f"{name}: max abs difference fused vs unfused {vs_model[0]:.2g}, vs official {vs_official[0]:.2g}; "
+          f"queries beyond {TOL:g}: {(vs_model > TOL).sum().item()}, {(vs_official > TOL).sum().item()}")
+    discrete = model.cfg.decoder.cross_attn_method == "discrete"
+    assert_close(vs_model, discrete)
+    assert_close(vs_official, discrete)
 
     # Folded and trimmed: no norms, no RepVGG branches, no training-only parts.
     assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d, RepVggBlock)) for m in fast.modules())

@@ -13,9 +13,9 @@ import torch
 from PIL import Image, ImageOps
 from torchvision import tv_tensors
 
+from ..imageio import IMAGE_SUFFIXES, pil_to_rgb
 from .problems import DatasetError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".mpo", ".pbm", ".pgm", ".ppm")
 ORIENTATION = 0x0112  # EXIF tag
 SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 # What Pillow raises for files that are not images, truncated, or absurdly large.
@@ -48,21 +48,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return image_sizes(path)[1]
 
 
-def to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Any Pillow image -> uint8 array [H, W, 3]; 16-bit and float images are rescaled, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or a.max(initial=0) > 255:
-            a = a / 257.0  # 16-bit range 0..65535 -> 0..255
-        elif img.mode == "F" and a.max(initial=0) <= 1.0:
-            a = a * 255.0  # float image in 0..1
-        gray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids Pillow's warning about palette transparency
-    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
-
-
 def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> tv_tensors.Image:
     """Decode an image file to tv_tensors.Image, uint8 [3, H, W], RGB.
 
@@ -84,7 +69,7 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -
                 w, h = img.size
                 raise DatasetError(f"{path}: image is {w}x{h} pixels but its annotations say "
                                    f"{expected_size[0]}x{expected_size[1]}")
-            array = to_rgb_array(img)
+            array = pil_to_rgb(img, str(path))
     except DatasetError:
         raise
     except FileNotFoundError:

@@ -131,7 +131,7 @@ def find_image(root: Path, image_id: str, filename: str) -> Path | None:
     images = root / "JPEGImages"
     if filename and (images / filename).is_file():
         return images / filename
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in sorted(IMAGE_SUFFIXES):
         for candidate in (images / f"{image_id}{suffix}", images / f"{image_id}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate

@@ -58,12 +58,12 @@ def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     mean, var = norm.running_mean.double(), norm.running_var.double()
     scale = gamma / torch.sqrt(var + norm.eps)             # [C_out]
 
+    # Built on the meta device: no random initialisation of weights that are replaced at once.
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
-                      device=w.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        fused.weight.copy_(w * scale[:, None, None, None])
-        fused.bias.copy_((b - mean) * scale + beta)
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode, device="meta")
+    dtype = conv.weight.dtype
+    fused.weight = nn.Parameter((w * scale[:, None, None, None]).to(dtype), requires_grad=False)
+    fused.bias = nn.Parameter(((b - mean) * scale + beta).to(dtype), requires_grad=False)
     return fused
 
 

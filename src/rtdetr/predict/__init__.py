@@ -4,7 +4,7 @@ Files, one concept each: images.py (reading one picture), video.py (video files)
 (what a source expands to), results.py (`Result`, `Boxes`), draw.py (annotated pictures),
 run.py (the run folder), predictor.py (the pipeline), cli.py (the command).
 """
-from .images import ImageReadError, read_image
+from ..imageio import ImageReadError, read_image
 from .predictor import Predictions, Predictor, PredictWarning, predict
 from .results import Boxes, Result
 from .sources import Failure, SourceError

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..coco import COCO_CATEGORY_IDS, COCO_NAMES
 from ..nn.postprocess import postprocess
-from .images import ImageReadError
+from ..imageio import ImageReadError
 from .results import Boxes, Result
 from .run import RunWriter, next_run_dir
 from .sources import Failure, Frame, Source, count_pictures, expand, iter_frames

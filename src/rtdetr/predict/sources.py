@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import IMAGE_SUFFIXES, ImageReadError, array_to_rgb, pil_to_rgb, read_image, tensor_to_rgb
+from ..imageio import IMAGE_SUFFIXES, ImageReadError, array_to_rgb, pil_to_rgb, read_image, tensor_to_rgb
 from .video import VIDEO_SUFFIXES, count_frames, is_video, read_frames
 
 Source = Union[str, Path, Image.Image, np.ndarray, torch.Tensor, list, tuple]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageReadError
+from ..imageio import ImageReadError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
                             ".wmv", ".flv", ".ts", ".3gp"})

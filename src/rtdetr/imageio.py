@@ -1,4 +1,4 @@
-"""Reading one picture into the one form prediction uses: a [H, W, 3] uint8 RGB numpy array.
+"""Pictures into one form: a [H, W, 3] uint8 RGB numpy array (prediction and data sets alike).
 
 Every way a picture can arrive ends here: an image file (EXIF rotation applied), a PIL image,
 a numpy array (RGB, channels last) or a torch tensor (RGB, channels first). Odd formats are
