@@ -33,7 +33,7 @@ def make_sets(root: Path) -> dict[str, Path]:
 
 def train_cli(data: Path, project: Path, name: str, epochs: int) -> dict:
     cmd = [sys.executable, "-m", "rtdetr.cli", "train", "--data", str(data), "--model", "demo", "--epochs", str(epochs),
-           "--batch", "8", "--imgsz", "256", "--lr-schedule", "cosine", "--workers", "1", "--project", str(project),
+           "--batch", "8", "--imgsz", "224", "--lr-schedule", "cosine", "--workers", "1", "--project", str(project),
            "--name", name, "--exist-ok"]
     started = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -51,7 +51,7 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     sets = make_sets(args.out / "data")
     rows = {fmt: train_cli(sets[fmt], args.out / "runs", fmt, args.epochs) for fmt in args.formats}
-    print(f"{'format':<6} {'AP50':>6} {'AP50:95':>8} {'minutes':>8}   ({args.epochs} epochs, demo model, 256 px)")
+    print(f"{'format':<6} {'AP50':>6} {'AP50:95':>8} {'minutes':>8}   ({args.epochs} epochs, demo model, 224 px)")
     for fmt, r in rows.items():
         print(f"{fmt:<6} {r['ap50']:>6.3f} {r['ap']:>8.3f} {r['minutes']:>8.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

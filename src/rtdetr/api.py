@@ -15,14 +15,18 @@ from .nn.detector import RTDETR, build_model
 from .train.checkpoints import save_atomic
 
 OFFICIAL = "official"
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
 
 
 def load_model(model: str | Path, weights: str | Path | None = OFFICIAL, *, num_classes: int | None = None,
-               decoder_layers: int | None = None, device: str | torch.device = "cpu") -> RTDETR:
-    """A detector in eval mode, ready for `model(x)`.
+               decoder_layers: int | None = None, device: str | torch.device = "cpu",
+               runtime: str | None = None, **runtime_options):
+    """A detector in eval mode, ready for `model(x)` and `rtdetr.predict`.
 
-    model:   a zoo name (`rtdetr.list_models()`), or the path of a checkpoint saved by this
-             library (it carries its architecture and class names).
+    model:   a zoo name (`rtdetr.list_models()`), the path of a checkpoint saved by this
+             library (it carries its architecture and class names), or an exported model
+             (`.onnx` for ONNX Runtime, `.xml` for OpenVINO, `.engine` for TensorRT; `runtime=`
+             and `runtime_options` such as precision="bf16" or threads=2 choose how it runs).
     weights: "official" (default) downloads the zoo name's released COCO weights once into
              the cache; a zoo name downloads that model's weights; a path loads that file
              (official release files, official training checkpoints, or ours);
@@ -31,6 +35,9 @@ def load_model(model: str | Path, weights: str | Path | None = OFFICIAL, *, num_
     decoder_layers: decoder layers run at inference (default: the architecture's own).
     """
     path = Path(model)
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        from .deploy import load_exported
+        return load_exported(path, runtime=runtime, **runtime_options)
     if str(model) not in zoo.ZOO and (path.suffix in (".pt", ".pth") or path.exists()):
         return _load_own_checkpoint(path, decoder_layers, device)
 

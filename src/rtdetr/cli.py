@@ -50,6 +50,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model to ONNX (post-processing inside by default), optionally converted for OpenVINO."""
+    from .api import load_model
+    from .deploy import export_onnx, save_openvino
+    weights = None if args.weights.lower() == "none" else args.weights
+    model = load_model(args.model, weights=weights)
+    out = args.out or f"{model.cfg.name}.onnx"
+    h, w = args.imgsz if len(args.imgsz) == 2 else (args.imgsz[0], args.imgsz[0])
+    path = export_onnx(model, out, imgsz=(h, w), opset=args.opset, dynamic_hw=args.dynamic_hw,
+                       postprocess=not args.raw, num_top=args.num_top, decoder_layers=args.decoder_layers)
+    print(f"wrote {path}")
+    if args.format == "openvino":
+        print(f"wrote {save_openvino(path)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR object detection")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, nargs=2, default=(640, 640), metavar=("H", "W"))
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("export", help=cmd_export.__doc__)
+    p.add_argument("model", help="zoo name, or a checkpoint saved by rtdetr")
+    p.add_argument("--weights", default="official", help="'official' (default), a zoo name, a file, or 'none'")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
+    p.add_argument("--out", default=None, help="the .onnx file to write (default: MODEL.onnx)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=[640, 640], metavar="SIZE", help="H W (or one size)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--decoder-layers", type=int, default=None)
+    p.add_argument("--num-top", type=int, default=300, help="detections per image kept by the graph")
+    p.add_argument("--raw", action="store_true", help="output pred_logits / pred_boxes instead of detections")
+    p.add_argument("--dynamic-hw", action="store_true", help="any input height and width (slower export)")
+    p.set_defaults(func=cmd_export)
+
     from .predict.cli import add_predict_command
     from .train.cli import add_train_commands
     add_predict_command(sub)
@@ -87,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, WeightsDownloadError, DatasetError, ValueError, TypeError) as e:
+    except (CheckpointError, WeightsDownloadError, DatasetError, ValueError, TypeError, ImportError) as e:
         print(f"rtdetr: error: {e}", file=sys.stderr)
         return 2
 

@@ -81,6 +81,15 @@ def test_fixture_outputs(name, tmp_path):
     assert any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())
 
 
+@pytest.mark.parametrize("channels_last, onednn", [(False, False), (True, False), (False, True)])
+def test_settings_are_exact(channels_last, onednn, tmp_path):
+    """Each layout / kernel choice on its own (the default, both on, is covered above)."""
+    model, x, official = fixture_model("rtdetrv2_r18vd", tmp_path)
+    fast = optimize_for_inference(model, imgsz=640, channels_last=channels_last, onednn=onednn)
+    with torch.inference_mode():
+        assert query_distances(official, fast(x))[0] < TOL
+
+
 def test_decoder_exit_and_batches():
     """A shortened decoder equals `model(x, num_decoder_layers=n)`; batches give per-image results."""
     torch.manual_seed(0)
@@ -94,6 +103,16 @@ def test_decoder_exit_and_batches():
         assert (theirs[k] - ours[k]).abs().max() < TOL
         assert (theirs[k][1:] - single[k]).abs().max() < TOL
     assert len(fast.decoder.layers) == 1
+
+
+def test_bfloat16_trunk():
+    """dtype=bfloat16 runs the backbone and encoder in bfloat16; the decoder and outputs stay float32."""
+    model = rtdetr.create_model("demo").eval()
+    fast = optimize_for_inference(model, imgsz=256, dtype=torch.bfloat16)
+    assert fast.dtype == torch.bfloat16 and fast.decoder.anchors.dtype == torch.float32
+    with torch.inference_mode():
+        out = fast(torch.rand(1, 3, 256, 256))
+    assert all(v.dtype == torch.float32 and v.isfinite().all() for v in out.values())
 
 
 def test_fold_norm_and_repvgg_are_exact():

@@ -12,6 +12,9 @@ What changes, and why each step is exact (same outputs within float rounding, < 
   anchors and the valid mask are plain buffers computed once (no per-call cache look-ups);
 - the encoder's box head runs on the selected top-k queries only (300 of the 8400 tokens at
   640x640) instead of on every token: it is a per-token MLP, so the selected rows are the same;
+- attention runs through `F.scaled_dot_product_attention` with q and k projected together,
+  and on CPU the linear layers through oneDNN, conv activations stay channels-last
+  (`kernels.py`; measured in benchmarks/fused.py);
 - every parameter stops requiring gradients, and the copy refuses `.train()`.
 
 The copy accepts only the size it was made for (any batch size): another size raises a
@@ -30,21 +33,27 @@ from ..nn.decoder import RTDETRDecoder
 from ..nn.detector import RTDETR
 from ..nn.hybrid_encoder import HybridEncoder
 from .fold import fold_conv_norms
+from .kernels import use_onednn_linears, use_self_attention
 
 STRIDE = 32
 
 
 def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 640),
-                           decoder_layers: int | None = None, dtype: torch.dtype = torch.float32,
-                           channels_last: bool = False) -> "OptimizedRTDETR":
+                           decoder_layers: int | None = None, dtype: torch.dtype = torch.float32, *,
+                           channels_last: bool | None = None, onednn: bool | None = None) -> "OptimizedRTDETR":
     """An inference-only copy of `model` for inputs of `imgsz` = (height, width) (an int: square).
 
     decoder_layers: decoder layers to keep (default: the model's own eval setting, e.g. 3 of 6
                     for the *_r50vd_m models); the rest are dropped.
-    dtype:          parameter and compute dtype (float32; bfloat16 / float16 trade exactness for speed
-                    where the hardware has it); inputs are cast to it, outputs come back in it.
-    channels_last:  keep convolution activations NHWC (measured slower on a 2-core AVX-512 CPU,
-                    see benchmarks/fused.py; may pay off elsewhere).
+    dtype:          dtype of the backbone and the encoder (the convolutions: most of the time);
+                    the decoder always runs in float32 and the outputs are float32. float32 is
+                    exact (< 1e-4 from the model); bfloat16 trades accuracy for speed on CPUs with
+                    AVX512-BF16 / AMX, float16 on GPUs.
+    channels_last:  keep conv activations NHWC (default: on CPU, where oneDNN convolutions are
+                    ~25% faster that way; see benchmarks/fused.py).
+    onednn:         run the transformer's linear layers through oneDNN (default: on CPU when
+                    available; about twice MKL's speed on AMD, see `kernels.py`). Turn it off to
+                    trace or export the copy (the op is PyTorch-internal).
     The original `model` is left untouched (deep copy), on its device.
     """
     if not isinstance(model, RTDETR):
@@ -53,18 +62,28 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
     run = model.decoder.eval_layers if decoder_layers is None else decoder_layers
     if not 1 <= run <= model.decoder.num_layers:
         raise ValueError(f"decoder_layers must be in 1..{model.decoder.num_layers}, got {run}")
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    channels_last = on_cpu if channels_last is None else channels_last
+    onednn = on_cpu if onednn is None else onednn
 
     src = copy.deepcopy(model).eval()
     fold_conv_norms(src.backbone)
     fold_conv_norms(src.encoder)
     fold_conv_norms(src.decoder.input_proj)
-    shapes = [(h // s, w // s) for s in src.encoder.out_strides]
-    fast = OptimizedRTDETR(src, FixedSizeEncoder(src.encoder, h // src.encoder.feat_strides[-1],
-                                                 w // src.encoder.feat_strides[-1]),
-                           FixedSizeDecoder(src.decoder, shapes, run), (h, w), channels_last)
-    fast = fast.to(dtype=dtype)
+    top = src.encoder.feat_strides[-1]
+    encoder = FixedSizeEncoder(src.encoder, h // top, w // top, channels_last)
+    decoder = FixedSizeDecoder(src.decoder, [(h // s, w // s) for s in src.encoder.out_strides], run)
+    fast = OptimizedRTDETR(src, encoder, decoder, (h, w), channels_last)
+    use_self_attention(fast)
+    # Reduced precision only for the convolutional trunk (most of the time): query selection
+    # and the decoder's sampling locations need float32 (bfloat16 locations are off by up to
+    # a third of a cell on an 80-cell map).
+    fast.backbone.to(dtype=dtype)
+    fast.encoder.to(dtype=dtype)
     if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
+        fast = fast.to(memory_format=torch.channels_last)  # conv weights; the input is converted per call
+    if onednn:
+        use_onednn_linears(fast)  # after the dtype cast: it checks the weights' dtype
     fast.requires_grad_(False)
     return fast.eval()
 
@@ -80,7 +99,7 @@ def check_size(imgsz: int | tuple[int, int]) -> tuple[int, int]:
 class OptimizedRTDETR(nn.Module):
     """`forward(x [B, 3, H, W])` -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4]} for the fixed (H, W).
 
-    Keeps `cfg`, `class_names` and `num_classes` of the source model (prediction uses them).
+    Keeps `cfg`, `num_classes`, `class_names` and `category_ids` of the source model (prediction uses them).
     """
 
     def __init__(self, src: RTDETR, encoder: "FixedSizeEncoder", decoder: "FixedSizeDecoder",
@@ -88,6 +107,7 @@ class OptimizedRTDETR(nn.Module):
         super().__init__()
         self.cfg = src.cfg
         self.class_names = src.class_names
+        self.category_ids = getattr(src, "category_ids", None)
         self.imgsz = imgsz
         self.channels_last = channels_last
         self.backbone = src.backbone
@@ -100,7 +120,8 @@ class OptimizedRTDETR(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.anchors.dtype
+        """The input (and backbone / encoder) dtype."""
+        return self.encoder.pos_embed.dtype
 
     def train(self, mode: bool = True) -> "OptimizedRTDETR":
         if mode:
@@ -129,8 +150,9 @@ class FixedSizeEncoder(nn.Module):
     `HybridEncoder.forward`, for one stride-32 map size (h, w).
     """
 
-    def __init__(self, enc: HybridEncoder, h: int, w: int):
+    def __init__(self, enc: HybridEncoder, h: int, w: int, channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last
         if enc.use_encoder_idx != [len(enc.in_channels) - 1]:
             raise ValueError(f"expected AIFI on the last level only, got use_encoder_idx={enc.use_encoder_idx}")
         self.input_proj = enc.input_proj
@@ -149,7 +171,9 @@ class FixedSizeEncoder(nn.Module):
         b, c, h, w = proj[-1].shape
         tokens = proj[-1].flatten(2).permute(0, 2, 1)                          # [B, h*w, C]
         memory = self.aifi(tokens, self.pos_embed)
-        proj[-1] = memory.permute(0, 2, 1).reshape(b, c, h, w).contiguous()
+        # [B, h*w, C] viewed as [B, C, h, w] is already channels-last; NCHW needs a copy.
+        memory = memory.permute(0, 2, 1).reshape(b, c, h, w)
+        proj[-1] = memory if self.channels_last else memory.contiguous()
 
         # Top-down (FPN): each lateral conv output replaces its map among the inner outputs.
         n = len(proj)
@@ -197,6 +221,7 @@ class FixedSizeDecoder(nn.Module):
         self.register_buffer("valid", valid.to(ref.dtype).clone())              # [1, L, 1] 1.0 / 0.0
 
     def forward(self, feats: list[torch.Tensor]) -> dict:
+        feats = [f.float() for f in feats]  # no-op in float32; see `optimize_for_inference(dtype=...)`
         memory = torch.cat([p(f).flatten(2).permute(0, 2, 1) for p, f in zip(self.input_proj, feats)], dim=1)
 
         # Query selection: the top-k tokens by their best class score.

@@ -33,7 +33,7 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
                         "an rtdetr checkpoint; else add --model), a zoo name, 'official', or 'none' (random)")
     p.add_argument("--conf", "--threshold", type=float, default=0.5, help="keep detections scoring at least this "
                    "(default 0.5; 0 keeps all 300, for COCO evaluation)")
-    p.add_argument("--imgsz", type=parse_imgsz, default=(640, 640), metavar="SIZE",
+    p.add_argument("--imgsz", type=parse_imgsz, default=None, metavar="SIZE",
                    help="network input size: 640 (square) or H,W such as 480,800; multiples of 32 (default 640)")
     p.add_argument("--decoder-layers", type=int, default=None, help="decoder layers to run (fewer is faster)")
     p.add_argument("--batch", type=int, default=1, help="pictures per forward pass (default 1)")
@@ -61,9 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           decoder_layers=args.decoder_layers, max_det=args.max_det, device=device, half=half,
                           exif=not args.no_exif)
     h, w = predictor.imgsz
-    layers = args.decoder_layers or model.decoder.eval_layers
-    print(f"{model.cfg.name} ({layers}/{model.decoder.num_layers} decoder layers) on {device} at {h}x{w}, "
-          f"conf {args.conf}", file=sys.stderr)
+    print(f"{describe(model, args.decoder_layers)} on {device} at {h}x{w}, conf {args.conf}", file=sys.stderr)
 
     source = args.source[0] if len(args.source) == 1 else args.source
     start = time.perf_counter()
@@ -94,10 +92,18 @@ def parse_imgsz(text: str) -> tuple[int, int]:
     return (values[0], values[-1])
 
 
+def describe(model, decoder_layers: int | None) -> str:
+    """'rtdetrv2_r18vd (3/3 decoder layers)', or what an exported model runs on."""
+    if hasattr(model, "decoder"):
+        layers = decoder_layers or model.decoder.eval_layers
+        return f"{model.cfg.name} ({layers}/{model.decoder.num_layers} decoder layers)"
+    return f"{type(model).__name__} ({getattr(model, 'precision', '?')})"
+
+
 def load_cli_model(model: str | None, weights: str | None, device: torch.device):
     """The model named by --model and/or --weights (see the options' help)."""
     from .. import zoo
-    from ..api import load_model
+    from ..api import EXPORTED_SUFFIXES, load_model
     from ..checkpoint import read_checkpoint
 
     if model is not None:
@@ -108,6 +114,8 @@ def load_cli_model(model: str | None, weights: str | None, device: torch.device)
     if weights in zoo.ZOO:
         return load_model(weights, device=device)
     path = Path(weights).expanduser()
+    if path.suffix.lower() in EXPORTED_SUFFIXES:  # ONNX Runtime / OpenVINO / TensorRT
+        return load_model(path)
     name = zoo_name_for_file(path.name)
     if name is not None:
         return load_model(name, weights=path, device=device)

@@ -50,7 +50,8 @@ class Predictor:
 
     model:  an `RTDETR` (e.g. from `rtdetr.load_model`), or a zoo name / checkpoint path to load
     conf:   keep detections scoring at least this (0 keeps all `max_det`, as for COCO evaluation)
-    imgsz:  network input size, an int (square) or (height, width); multiples of 32
+    imgsz:  network input size, an int (square) or (height, width); multiples of 32 (default: the
+            model's own size when it has one, else 640)
     batch:  pictures per forward pass
     decoder_layers: decoder layers to run (fewer is faster; default: the model's own)
     max_det: detections considered per picture before `conf` (the official 300)
@@ -60,7 +61,7 @@ class Predictor:
     category_ids: label -> category id for the COCO JSON (default: COCO's ids with COCO's names)
     """
 
-    def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] = 640, batch: int = 1,
+    def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
                  decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
                  half: bool = False, exif: bool = True, class_names: list[str] | None = None,
                  category_ids: list[int] | None = None):
@@ -70,7 +71,8 @@ class Predictor:
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.model = model.to(self.device).eval()
         self.conf, self.max_det, self.exif = float(conf), int(max_det), exif
-        self.imgsz = check_imgsz(imgsz)
+        # Default: the size an exported or optimised model was built for, else 640.
+        self.imgsz = check_imgsz(imgsz if imgsz is not None else (getattr(model, "imgsz", None) or 640))
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.batch = int(batch)
@@ -155,13 +157,17 @@ class Predictor:
         t0 = perf_counter()
         x = torch.stack([preprocess(f.image, self.imgsz) for f in frames]).to(self.device)
         t1 = self._sync()
+        sizes_wh = torch.tensor([[f.image.shape[1], f.image.shape[0]] for f in frames], device=self.device)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with torch.inference_mode(), autocast:
-            out = self.model(x, num_decoder_layers=self.decoder_layers)
+            if getattr(self.model, "postprocessed", False):  # an exported graph that post-processes itself
+                dets = self.model.detect(x, sizes_wh, num_top=self.max_det)
+            else:
+                out = self.model(x, num_decoder_layers=self.decoder_layers)
         t2 = self._sync()
-        sizes_wh = torch.tensor([[f.image.shape[1], f.image.shape[0]] for f in frames], device=self.device)
-        outputs = {k: out[k].float() for k in ("pred_logits", "pred_boxes")}
-        dets = postprocess(outputs, sizes_wh, num_top=self.max_det)
+        if not getattr(self.model, "postprocessed", False):
+            outputs = {k: out[k].float() for k in ("pred_logits", "pred_boxes")}
+            dets = postprocess(outputs, sizes_wh, num_top=self.max_det)
         results = [self._result(f, d) for f, d in zip(frames, dets)]
         t3 = self._sync()
         speed = {k: 1000 * v / len(frames) for k, v in
@@ -183,7 +189,7 @@ class Predictor:
         return perf_counter()
 
 
-def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int, int] = 640, batch: int = 1,
+def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
             decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
             half: bool = False, exif: bool = True, class_names: list[str] | None = None,
             category_ids: list[int] | None = None, stream: bool = False, save: bool = False,
