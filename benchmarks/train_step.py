@@ -27,6 +27,7 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
     from rtdetr.train import HungarianMatcher, RTDETRCriterion
     from rtdetr.train.ema import ModelEMA
     from rtdetr.train.recipes import get_recipe, make_optimizer
+    from rtdetr.train.trainer import _to_float as to_float
 
     torch.manual_seed(0)
     model = rtdetr.create_model(model_name).train()
@@ -44,7 +45,7 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
             out = model(x, targets=targets)
-        out = _float(out)
+        out = to_float(out)
         loss = sum(criterion(out, targets).values())
         t1 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -60,16 +61,6 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     return {"model": model_name, "amp": amp, "size": size, "batch": batch, "step_s": med[0], "forward_s": med[1],
             "backward_s": med[2], "update_s": med[3], "peak_rss_gb": peak_gb, "timed_steps": len(rows)}
-
-
-def _float(o):
-    if torch.is_tensor(o):
-        return o.float() if o.is_floating_point() else o
-    if isinstance(o, dict):
-        return {k: _float(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_float(v) for v in o]
-    return o
 
 
 def main() -> None:
