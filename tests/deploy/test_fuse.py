@@ -12,6 +12,8 @@ within 1e-4); the unoptimized model is no more "right" there than the optimized 
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -20,6 +22,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import rtdetr
 from rtdetr.deploy import fold_norm, fuse_repvgg, optimize_for_inference
+from rtdetr.deploy.kernels import OneDNNConv, OneDNNLinear, onednn_available
 from rtdetr.nn.hybrid_encoder import RepVggBlock
 from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
 
@@ -103,6 +106,21 @@ def test_decoder_exit_and_batches():
         assert (theirs[k] - ours[k]).abs().max() < TOL
         assert (theirs[k][1:] - single[k]).abs().max() < TOL
     assert len(fast.decoder.layers) == 1
+
+
+def test_copies_and_state_dict(tmp_path):
+    """oneDNN's packed weights stay out of copies and state dicts; a copy repacks and agrees."""
+    model = rtdetr.create_model("demo").eval()
+    fast = optimize_for_inference(model, imgsz=256)
+    if onednn_available():  # the fast CPU kernels are really in use (a renamed op would silently drop them)
+        assert any(isinstance(m, OneDNNConv) for m in fast.modules())
+        assert any(isinstance(m, OneDNNLinear) for m in fast.modules())
+    x = torch.rand(1, 3, 256, 256)
+    with torch.inference_mode():
+        before = fast(x)
+        again = copy.deepcopy(fast)(x)
+    torch.save(fast.state_dict(), tmp_path / "fast.pt")
+    assert all(torch.equal(before[k], again[k]) for k in before)
 
 
 def test_bfloat16_trunk():

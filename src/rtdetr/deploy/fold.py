@@ -47,7 +47,7 @@ def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     """A new Conv2d (with bias) equal to `norm(conv(x))` in eval mode.
 
     `norm`: BatchNorm2d (running statistics) or torchvision's FrozenBatchNorm2d.
-    The product is computed in float64 and cast back, so folding adds no rounding of its own.
+    The products are computed in float64 and rounded once, to the conv's dtype.
     """
     if not isinstance(norm, BatchNorms):
         raise TypeError(f"cannot fold {type(norm).__name__} into a convolution")

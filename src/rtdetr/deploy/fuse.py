@@ -12,9 +12,9 @@ What changes, and why each step is exact (same outputs within float rounding, < 
   anchors and the valid mask are plain buffers computed once (no per-call cache look-ups);
 - the encoder's box head runs on the selected top-k queries only (300 of the 8400 tokens at
   640x640) instead of on every token: it is a per-token MLP, so the selected rows are the same;
-- attention runs through `F.scaled_dot_product_attention` with q and k projected together,
-  and on CPU the linear layers through oneDNN, conv activations stay channels-last
-  (`kernels.py`; measured in benchmarks/fused.py);
+- attention runs through `F.scaled_dot_product_attention` with q and k projected together;
+  on CPU, linear layers and convolutions (with their activations) call oneDNN directly and
+  conv activations stay channels-last (`kernels.py`; measured in benchmarks/fused.py);
 - every parameter stops requiring gradients, and the copy refuses `.train()`.
 
 The copy accepts only the size it was made for (any batch size): another size raises a
@@ -33,7 +33,7 @@ from ..nn.decoder import RTDETRDecoder
 from ..nn.detector import RTDETR
 from ..nn.hybrid_encoder import HybridEncoder
 from .fold import fold_conv_norms
-from .kernels import use_onednn_linears, use_self_attention
+from .kernels import use_onednn_convs, use_onednn_linears, use_self_attention
 
 STRIDE = 32
 
@@ -51,9 +51,10 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
                     AVX512-BF16 / AMX, float16 on GPUs.
     channels_last:  keep conv activations NHWC (default: on CPU, where oneDNN convolutions are
                     ~25% faster that way; see benchmarks/fused.py).
-    onednn:         run the transformer's linear layers through oneDNN (default: on CPU when
-                    available; about twice MKL's speed on AMD, see `kernels.py`). Turn it off to
-                    trace or export the copy (the op is PyTorch-internal).
+    onednn:         call oneDNN directly (default: on CPU when available): linear layers at about
+                    twice MKL's speed on AMD, convolutions with their activation fused and their
+                    weights packed once (`kernels.py`). Turn it off to trace or export the copy
+                    (the ops are PyTorch-internal).
     The original `model` is left untouched (deep copy), on its device.
     """
     if not isinstance(model, RTDETR):
@@ -82,8 +83,9 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
     fast.encoder.to(dtype=dtype)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)  # conv weights; the input is converted per call
-    if onednn:
-        use_onednn_linears(fast)  # after the dtype cast: it checks the weights' dtype
+    if onednn:  # after the dtype cast: these check the weights' dtype
+        use_onednn_linears(fast)
+        use_onednn_convs(fast)
     fast.requires_grad_(False)
     return fast.eval()
 
