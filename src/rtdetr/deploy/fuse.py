@@ -31,7 +31,7 @@ from torch import nn
 from ..nn.common import inverse_sigmoid
 from ..nn.decoder import RTDETRDecoder
 from ..nn.detector import RTDETR
-from ..nn.hybrid_encoder import HybridEncoder
+from ..nn.hybrid_encoder import HybridEncoder, cross_scale_fusion
 from .fold import fold_conv_norms
 from .kernels import use_onednn_convs, use_onednn_linears, use_self_attention
 
@@ -177,21 +177,7 @@ class FixedSizeEncoder(nn.Module):
         memory = memory.permute(0, 2, 1).reshape(b, c, h, w)
         proj[-1] = memory if self.channels_last else memory.contiguous()
 
-        # Top-down (FPN): each lateral conv output replaces its map among the inner outputs.
-        n = len(proj)
-        inner = [proj[-1]]
-        for k, idx in enumerate(range(n - 1, 0, -1)):
-            high = self.lateral_convs[k](inner[0])
-            inner[0] = high
-            up = torch.nn.functional.interpolate(high, scale_factor=2.0, mode="nearest")
-            inner.insert(0, self.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
-
-        # Bottom-up (PAN).
-        outs = [inner[0]]
-        for k in range(n - 1):
-            down = self.downsample_convs[k](outs[-1])
-            outs.append(self.pan_blocks[k](torch.cat([down, inner[k + 1]], dim=1)))
-        return outs
+        return cross_scale_fusion(self, proj)
 
 
 class FixedSizeDecoder(nn.Module):

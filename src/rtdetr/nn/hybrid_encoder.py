@@ -132,18 +132,24 @@ class HybridEncoder(nn.Module):
             memory = encoder(tokens, self.position_embedding(h, w, tokens))
             proj[idx] = memory.permute(0, 2, 1).reshape(b, c, h, w).contiguous()
 
-        # Top-down: each lateral conv output replaces its map among the inner outputs.
-        n = len(self.in_channels)
-        inner = [proj[-1]]
-        for k, idx in enumerate(range(n - 1, 0, -1)):
-            high = self.lateral_convs[k](inner[0])
-            inner[0] = high
-            up = F.interpolate(high, scale_factor=2.0, mode="nearest")
-            inner.insert(0, self.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
+        return cross_scale_fusion(self, proj)
 
-        # Bottom-up.
-        outs = [inner[0]]
-        for k in range(n - 1):
-            down = self.downsample_convs[k](outs[-1])
-            outs.append(self.pan_blocks[k](torch.cat([down, inner[k + 1]], dim=1)))
-        return outs
+
+def cross_scale_fusion(enc: nn.Module, proj: list[torch.Tensor]) -> list[torch.Tensor]:
+    """CCFF over [P3, P4, P5] (after AIFI): top-down then bottom-up, with `enc`'s lateral_convs,
+    fpn_blocks, downsample_convs and pan_blocks. Shared by the inference-only encoder copy."""
+    # Top-down: each lateral conv output replaces its map among the inner outputs.
+    n = len(proj)
+    inner = [proj[-1]]
+    for k, idx in enumerate(range(n - 1, 0, -1)):
+        high = enc.lateral_convs[k](inner[0])
+        inner[0] = high
+        up = F.interpolate(high, scale_factor=2.0, mode="nearest")
+        inner.insert(0, enc.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
+
+    # Bottom-up.
+    outs = [inner[0]]
+    for k in range(n - 1):
+        down = enc.downsample_convs[k](outs[-1])
+        outs.append(enc.pan_blocks[k](torch.cat([down, inner[k + 1]], dim=1)))
+    return outs
