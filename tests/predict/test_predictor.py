@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import rtdetr
+from rtdetr.deploy.fuse import inference_copy, optimize_for_inference
 from rtdetr.predict import Predictor, PredictWarning, predict
 from rtdetr.predict.predictor import preprocess
 from rtdetr.predict.run import image_ids, next_run_dir
@@ -132,13 +133,43 @@ def test_a_real_rtdetr_end_to_end(tmp_path, random_rtdetr):
 def test_same_detections_as_postprocess_by_hand(random_rtdetr):
     """conf=0: exactly rtdetr.postprocess on the plainly resized picture, boxes in the picture's pixels."""
     img = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
-    (r,) = predict(random_rtdetr, img, imgsz=128, conf=0.0)
+    (r,) = predict(random_rtdetr, img, imgsz=128, conf=0.0, optimize=False)
     with torch.no_grad():
         out = random_rtdetr(preprocess(img, (128, 128))[None])
     (expected,) = rtdetr.postprocess(out, torch.tensor([[300, 200]]))
     assert torch.allclose(r.boxes.xyxy, expected["boxes"], atol=1e-4)
     assert torch.allclose(r.scores, expected["scores"], atol=1e-6)
     assert torch.equal(r.labels, expected["labels"])
+
+
+def test_default_path_runs_the_inference_copy(random_rtdetr):
+    """By default the predictor runs `optimize_for_inference(model, imgsz)` (its agreement with the
+    model itself is tested on the official fixtures in tests/deploy/test_fuse.py): the detections
+    are those of that copy, bit for bit, and the copy is made once, then reused."""
+    img = (np.random.default_rng(1).random((200, 300, 3)) * 255).astype(np.uint8)
+    (r,) = predict(random_rtdetr, img, imgsz=160, conf=0.0, decoder_layers=2)
+    fast = optimize_for_inference(random_rtdetr, (160, 160), decoder_layers=2)
+    with torch.inference_mode():
+        (expected,) = rtdetr.postprocess(fast(preprocess(img, (160, 160))[None]), torch.tensor([[300, 200]]))
+    assert torch.equal(r.scores, expected["scores"]) and torch.equal(r.labels, expected["labels"])
+    assert torch.equal(r.boxes.xyxy, expected["boxes"])
+    first = inference_copy(random_rtdetr, (160, 160), 2)
+    predict(random_rtdetr, img, imgsz=160, decoder_layers=2)
+    assert inference_copy(random_rtdetr, (160, 160), 2) is first
+    assert inference_copy(random_rtdetr, (160, 160), 1) is not first
+
+
+def test_inference_copy_follows_weight_changes(random_rtdetr):
+    """Changing a weight in place (as an optimizer step or load_state_dict does) remakes the copy."""
+    x = torch.rand(1, 3, 160, 160)
+    before = inference_copy(random_rtdetr, (160, 160))
+    with torch.no_grad():
+        random_rtdetr.decoder.dec_score_head[-1].bias.add_(1.0)
+    after = inference_copy(random_rtdetr, (160, 160))
+    assert after is not before
+    with torch.inference_mode():
+        shift = after(x)["pred_logits"] - before(x)["pred_logits"]
+    assert torch.allclose(shift, torch.ones_like(shift), atol=1e-4)
 
 
 def test_model_by_name_loads_it(monkeypatch, detector):

@@ -24,6 +24,7 @@ checks and caches; `model` itself still takes any multiple of 32.
 from __future__ import annotations
 
 import copy
+import weakref
 
 import torch
 from torch import nn
@@ -88,6 +89,27 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
         use_onednn_convs(fast)
     fast.requires_grad_(False)
     return fast.eval()
+
+
+# model -> (key, copy): the predictor's copies, one per model, dropped with the model.
+_COPIES: "weakref.WeakKeyDictionary[RTDETR, tuple[tuple, OptimizedRTDETR]]" = weakref.WeakKeyDictionary()
+
+
+def inference_copy(model: RTDETR, imgsz: tuple[int, int], decoder_layers: int | None = None) -> "OptimizedRTDETR":
+    """`optimize_for_inference(model, imgsz, decoder_layers)`, made once and reused while it is current.
+
+    The copy is remade when the size, the decoder exit, the device or any weight changes: every
+    in-place change of a tensor (an optimizer step, `load_state_dict`, `.to()`) bumps its version
+    counter, and the key holds them all. (A copy takes about a second to make: prediction calls
+    it per batch, so it must not be rebuilt each time.)
+    """
+    key = (tuple(imgsz), decoder_layers if decoder_layers is not None else model.decoder.eval_layers,
+           tuple((id(t), t._version, t.device) for t in [*model.parameters(), *model.buffers()]))
+    held = _COPIES.get(model)
+    if held is None or held[0] != key:
+        held = (key, optimize_for_inference(model, imgsz, decoder_layers))
+        _COPIES[model] = held
+    return held[1]
 
 
 def check_size(imgsz: int | tuple[int, int]) -> tuple[int, int]:

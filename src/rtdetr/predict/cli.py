@@ -40,6 +40,8 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=300, help="detections considered per picture (default 300)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="run the model as loaded instead of its fused inference copy (slower, same detections)")
     p.add_argument("--out", "-o", default=None, help="run folder (default: the next of runs/predict/exp, exp2...)")
     p.add_argument("--project", default="runs/predict", help="parent of the numbered run folders (default runs/predict)")
     p.add_argument("--name", default="exp", help="run folder name: exp, exp2, exp3... (default exp)")
@@ -59,7 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_cli_model(args.model, args.weights, device)
     predictor = Predictor(model, conf=args.conf, imgsz=args.imgsz, batch=args.batch,
                           decoder_layers=args.decoder_layers, max_det=args.max_det, device=device, half=half,
-                          exif=not args.no_exif)
+                          exif=not args.no_exif, optimize=not args.no_optimize)
     h, w = predictor.imgsz
     print(f"{describe(model, args.decoder_layers)} on {device} at {h}x{w}, conf {args.conf}", file=sys.stderr)
 

@@ -25,6 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..coco import COCO_CATEGORY_IDS, COCO_NAMES
+from ..deploy.fuse import inference_copy
+from ..nn.detector import RTDETR
 from ..nn.postprocess import postprocess
 from ..imageio import ImageReadError
 from .results import Boxes, Result
@@ -56,6 +58,10 @@ class Predictor:
     decoder_layers: decoder layers to run (fewer is faster; default: the model's own)
     max_det: detections considered per picture before `conf` (the official 300)
     device: where to run (default: where the model is); half: float16 autocast on CUDA
+    optimize: run an inference-only copy made by `rtdetr.deploy.optimize_for_inference` (folded
+            norms, fixed-size buffers, trimmed decoder, oneDNN kernels on CPU: about 0.65x the
+            time, outputs equal within 1e-4); made once per model, size and decoder exit, and
+            remade when the model's weights change. False runs the model itself.
     exif:   turn photos upright by their EXIF orientation
     class_names: override the model's (default: its own, or COCO's 80 for an 80-class model)
     category_ids: label -> category id for the COCO JSON (default: COCO's ids with COCO's names)
@@ -64,7 +70,7 @@ class Predictor:
     def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
                  decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
                  half: bool = False, exif: bool = True, class_names: list[str] | None = None,
-                 category_ids: list[int] | None = None):
+                 category_ids: list[int] | None = None, optimize: bool = True):
         if isinstance(model, (str, Path)):
             from ..api import load_model
             model = load_model(model, device=device or "cpu")
@@ -77,6 +83,7 @@ class Predictor:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.batch = int(batch)
         self.decoder_layers = check_decoder_layers(model, decoder_layers)
+        self.optimize = optimize and isinstance(model, RTDETR)
         self.half = half and self.device.type == "cuda"
         if half and not self.half:
             warnings.warn(f"half precision needs a CUDA device; running in float32 on {self.device}", PredictWarning)
@@ -162,6 +169,8 @@ class Predictor:
         with torch.inference_mode(), autocast:
             if getattr(self.model, "postprocessed", False):  # an exported graph that post-processes itself
                 dets = self.model.detect(x, sizes_wh, num_top=self.max_det)
+            elif self.optimize:
+                out = inference_copy(self.model, self.imgsz, self.decoder_layers)(x)
             else:
                 out = self.model(x, num_decoder_layers=self.decoder_layers)
         t2 = self._sync()
@@ -192,13 +201,13 @@ class Predictor:
 def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
             decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
             half: bool = False, exif: bool = True, class_names: list[str] | None = None,
-            category_ids: list[int] | None = None, stream: bool = False, save: bool = False,
+            category_ids: list[int] | None = None, optimize: bool = True, stream: bool = False, save: bool = False,
             save_images: bool = True, out: str | Path | None = None, project: str | Path = "runs/predict",
             name: str = "exp", progress: bool | None = None) -> Predictions | Iterator[Result]:
     """Predict with `model` on `source` in one call; the arguments are `Predictor`'s and `Predictor.__call__`'s."""
     predictor = Predictor(model, conf=conf, imgsz=imgsz, batch=batch, decoder_layers=decoder_layers,
                           max_det=max_det, device=device, half=half, exif=exif, class_names=class_names,
-                          category_ids=category_ids)
+                          category_ids=category_ids, optimize=optimize)
     return predictor(source, stream=stream, save=save, save_images=save_images, out=out, project=project,
                      name=name, progress=progress)
 
