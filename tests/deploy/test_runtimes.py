@@ -213,3 +213,43 @@ def test_tensorrt_without_cuda_says_so_in_one_line(small):
         with pytest.raises((RuntimeError, ImportError)) as info:
             call()
         assert "CUDA" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_model_export_method(small):
+    """`model.export(...)` writes the same graph as `export_onnx`, and the OpenVINO IR beside it."""
+    onnx_path = small.model.export(str(small.tmp / "method.onnx"), imgsz=160)
+    xml_path = small.model.export(str(small.tmp / "method_ov.onnx"), format="openvino", imgsz=160)
+    assert onnx_path.endswith("method.onnx") and xml_path.endswith("method_ov.xml")
+    expected = OnnxRuntimeModel(small.graph).detect(small.x, small.sizes)
+    for model in (OnnxRuntimeModel(onnx_path), OpenVinoModel(xml_path, precision="fp32")):
+        for e, g in zip(expected, model.detect(small.x, small.sizes)):
+            assert max(match_detections(e, g)) < 1e-3
+    with pytest.raises(ValueError, match="format"):
+        small.model.export(str(small.tmp / "x.onnx"), format="tflite")
+
+
+def test_predict_command_runtime_options(small, capsys):
+    """`rtdetr predict --weights m.onnx --runtime openvino --precision fp32` predicts as ONNX Runtime
+    does; runtime options on a PyTorch model are a one-line error (exit 2)."""
+    import json
+
+    from PIL import Image
+
+    from rtdetr.cli import main
+    picture = small.tmp / "p.png"
+    Image.fromarray((np.random.default_rng(3).random((90, 120, 3)) * 255).astype(np.uint8)).save(picture)
+    found = {}
+    for name, extra in (("ort", []), ("ov", ["--runtime", "openvino", "--precision", "fp32", "--threads", "1"])):
+        out = small.tmp / f"cli_{name}"
+        assert main(["predict", "--weights", str(small.graph), str(picture), "--imgsz", "160", "--conf", "0",
+                     "--out", str(out), "--quiet", "--no-save", *extra]) == 0
+        found[name] = json.loads((out / "predictions.json").read_text())
+    assert "OpenVinoModel (fp32)" in capsys.readouterr().err
+    as_dets = lambda rows: {"labels": torch.tensor([r["category_id"] for r in rows]),  # noqa: E731
+                            "boxes": torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rows)]),
+                            "scores": torch.tensor([r["score"] for r in rows])}
+    assert len(found["ort"]) == len(found["ov"]) == 300
+    assert max(match_detections(as_dets(found["ort"]), as_dets(found["ov"]))) < 1e-2
+    assert main(["predict", "--model", "demo", "--weights", "none", str(picture), "--precision", "bf16",
+                 "--out", str(small.tmp / "bad"), "--quiet"]) == 2
+    assert "--precision is for exported models" in capsys.readouterr().err

@@ -63,6 +63,22 @@ class RTDETR(nn.Module):
         from ..predict import predict
         return predict(self, source, **kwargs)
 
+    def export(self, path: str | None = None, format: str = "onnx", imgsz: int | tuple[int, int] = 640,
+               **options) -> str:
+        """Write this model for a deployment runtime; returns the written file's path.
+
+        format: "onnx" (post-processing inside; run it with `rtdetr.load_model(path)`) or
+                "openvino" (the ONNX graph plus its OpenVINO IR `.xml`; returns the `.xml`)
+        path:   the .onnx file (default: `<model name>.onnx` in the current folder)
+        options: those of `rtdetr.deploy.export_onnx` (opset, dynamic_hw, postprocess, num_top,
+                decoder_layers, ...)
+        """
+        from ..deploy import export_onnx, save_openvino
+        if format not in ("onnx", "openvino"):
+            raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
+        onnx_path = export_onnx(self, path or f"{self.cfg.name}.onnx", imgsz=imgsz, **options)
+        return str(save_openvino(onnx_path) if format == "openvino" else onnx_path)
+
     def set_decoder_layers(self, n: int) -> None:
         self.decoder.set_eval_layers(n)
 

@@ -40,6 +40,12 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=300, help="detections considered per picture (default 300)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
+    p.add_argument("--runtime", choices=["onnxruntime", "openvino"], default=None,
+                   help="for an .onnx file: which runtime runs it (default onnxruntime; .xml files run on openvino)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="OpenVINO's inference precision (default fp32; OpenVINO's own default would be bf16 "
+                        "on CPUs that have it)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of an exported model's runtime")
     p.add_argument("--no-optimize", action="store_true",
                    help="run the model as loaded instead of its fused inference copy (slower, same detections)")
     p.add_argument("--out", "-o", default=None, help="run folder (default: the next of runs/predict/exp, exp2...)")
@@ -58,7 +64,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     half = args.half and device.type == "cuda"
     if args.half and not half:
         print(f"rtdetr: warning: --half needs a CUDA device; running in float32 on {device}", file=sys.stderr)
-    model = load_cli_model(args.model, args.weights, device)
+    model = load_cli_model(args.model, args.weights, device, runtime_options(args))
     predictor = Predictor(model, conf=args.conf, imgsz=args.imgsz, batch=args.batch,
                           decoder_layers=args.decoder_layers, max_det=args.max_det, device=device, half=half,
                           exif=not args.no_exif, optimize=not args.no_optimize)
@@ -102,8 +108,20 @@ def describe(model, decoder_layers: int | None) -> str:
     return f"{type(model).__name__} ({getattr(model, 'precision', '?')})"
 
 
-def load_cli_model(model: str | None, weights: str | None, device: torch.device):
-    """The model named by --model and/or --weights (see the options' help)."""
+def runtime_options(args: argparse.Namespace) -> dict:
+    """--runtime / --precision / --threads as `load_model` keywords for an exported model."""
+    options = {"runtime": args.runtime, "precision": args.precision, "threads": args.threads}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def load_cli_model(model: str | None, weights: str | None, device: torch.device, exported_options: dict | None = None):
+    """The model named by --model and/or --weights (see the options' help); `exported_options`
+    (runtime, precision, threads) are for exported files only, an error otherwise."""
+    exported_options = exported_options or {}
+    is_exported = weights is not None and Path(weights).suffix.lower() in (".onnx", ".xml", ".engine", ".plan")
+    if exported_options and not is_exported:
+        raise ValueError(f"--{next(iter(exported_options))} is for exported models (--weights model.onnx / "
+                         f"model.xml); this model runs in PyTorch")
     from .. import zoo
     from ..api import EXPORTED_SUFFIXES, load_model
     from ..checkpoint import read_checkpoint
@@ -117,7 +135,7 @@ def load_cli_model(model: str | None, weights: str | None, device: torch.device)
         return load_model(weights, device=device)
     path = Path(weights).expanduser()
     if path.suffix.lower() in EXPORTED_SUFFIXES:  # ONNX Runtime / OpenVINO / TensorRT
-        return load_model(path)
+        return load_model(path, **exported_options)
     name = zoo_name_for_file(path.name)
     if name is not None:
         return load_model(name, weights=path, device=device)
