@@ -30,7 +30,7 @@ def run_cli(argv: list[str], monkeypatch) -> int:
 @pytest.fixture
 def fake_model(monkeypatch):
     d = ColourDetector()
-    monkeypatch.setattr(predict_cli, "load_cli_model", lambda model, weights, device: d)
+    monkeypatch.setattr(predict_cli, "load_cli_model", lambda model, weights, device, options=None: d)
     return d
 
 
@@ -100,7 +100,7 @@ def test_glob_and_several_sources(tmp_path, mixed_folder, fake_model, monkeypatc
 ])
 def test_errors_are_one_line(tmp_path, argv, message, monkeypatch, capsys):
     if "-w" in argv:
-        monkeypatch.setattr(predict_cli, "load_cli_model", lambda model, weights, device: ColourDetector())
+        monkeypatch.setattr(predict_cli, "load_cli_model", lambda model, weights, device, options=None: ColourDetector())
     monkeypatch.chdir(tmp_path)
     assert run_cli(argv, monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
