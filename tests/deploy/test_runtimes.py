@@ -253,3 +253,19 @@ def test_predict_command_runtime_options(small, capsys):
     assert main(["predict", "--model", "demo", "--weights", "none", str(picture), "--precision", "bf16",
                  "--out", str(small.tmp / "bad"), "--quiet"]) == 2
     assert "--precision is for exported models" in capsys.readouterr().err
+
+
+def test_model_export_int8(small):
+    """`model.export(format="openvino", int8=True, calibration=folder)` gives the int8 OpenVINO IR."""
+    from PIL import Image
+    folder = small.tmp / "calib"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        Image.fromarray((rng.random((100, 140, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    xml = small.model.export(str(small.tmp / "q.onnx"), format="openvino", imgsz=160, int8=True, calibration=folder)
+    assert xml.endswith("q.int8.xml")
+    assert OpenVinoModel(xml, precision="fp32").precision == "int8"
+    assert OnnxRuntimeModel(small.tmp / "q.int8.onnx").precision == "int8"
+    with pytest.raises(ValueError, match="calibration"):
+        small.model.export(str(small.tmp / "r.onnx"), int8=True)

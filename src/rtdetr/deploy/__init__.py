@@ -8,7 +8,8 @@ __all__ = ["OptimizedRTDETR", "fold_conv_norms", "fold_norm", "fuse_repvgg", "op
 # optional: they are imported only when used).
 from .onnx_export import export_onnx, op_types, postprocess_batched, read_metadata
 from .runtimes import ExportedModel, OnnxRuntimeModel, OpenVinoModel, load_exported, save_openvino
+from .quantize import quantize_int8
 from .tensorrt import TensorRTModel, build_engine
 
 __all__ += ["ExportedModel", "OnnxRuntimeModel", "OpenVinoModel", "TensorRTModel", "build_engine", "export_onnx",
-            "load_exported", "op_types", "postprocess_batched", "read_metadata", "save_openvino"]
+            "load_exported", "op_types", "postprocess_batched", "quantize_int8", "read_metadata", "save_openvino"]

@@ -141,7 +141,8 @@ class OnnxRuntimeModel(ExportedModel):
 
     threads:   intra-op threads (None: ONNX Runtime's default, one per core)
     precision: "fp32" only: ONNX Runtime runs the graph in the types it was exported with (for
-               bf16 or fp16 on a CPU, use `OpenVinoModel`)
+               bf16 or fp16 on a CPU, use `OpenVinoModel`); `.precision` reports "int8" for a
+               quantised (QDQ) graph from `quantize_int8`
     providers: ONNX Runtime execution providers (default: CPU)
     """
 
@@ -160,6 +161,8 @@ class OnnxRuntimeModel(ExportedModel):
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.threads = threads
         meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        if _has_qdq(path):  # an int8 graph (`quantize_int8`): its quantised operators run int8 kernels
+            self.precision = "int8"
         inputs = {i.name: _static_dims(i.shape) for i in self.session.get_inputs()}
         outputs = {o.name: _static_dims(o.shape) for o in self.session.get_outputs()}
         super().__init__(path, meta, inputs, outputs)
@@ -206,6 +209,11 @@ class OpenVinoModel(ExportedModel):
         if self.precision != precision:
             warnings.warn(f"OpenVINO on {device} runs {self.precision}, not the requested {precision} "
                           f"(not supported there)", RuntimeWarning, stacklevel=2)
+        # An int8 graph (QDQ pairs read as FakeQuantize): its quantised operators run int8, the
+        # rest in `float_precision`.
+        self.float_precision = self.precision
+        if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
+            self.precision = "int8"
         inputs = {p.get_any_name(): _ov_dims(p.get_partial_shape()) for p in self.compiled.inputs}
         outputs = {p.get_any_name(): _ov_dims(p.get_partial_shape()) for p in self.compiled.outputs}
         super().__init__(path, _ov_metadata(model), inputs, outputs)
@@ -250,6 +258,13 @@ def load_exported(path: str | Path, runtime: str | None = None, **options) -> Ex
         from .tensorrt import TensorRTModel
         return TensorRTModel(path, **options)
     raise ValueError(f"{path}: no runtime for {suffix!r} files (runtime= 'onnxruntime', 'openvino' or 'tensorrt')")
+
+
+def _has_qdq(path: str | Path) -> bool:
+    """Whether an ONNX graph holds QuantizeLinear nodes (a QDQ int8 graph)."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type == "QuantizeLinear" for node in graph.node)
 
 
 def _as_array(x, dtype) -> np.ndarray:

@@ -63,20 +63,28 @@ class RTDETR(nn.Module):
         from ..predict import predict
         return predict(self, source, **kwargs)
 
-    def export(self, path: str | None = None, format: str = "onnx", imgsz: int | tuple[int, int] = 640,
-               **options) -> str:
+    def export(self, path: str | None = None, format: str = "onnx", imgsz: int | tuple[int, int] = 640, *,
+               int8: bool = False, calibration=None, **options) -> str:
         """Write this model for a deployment runtime; returns the written file's path.
 
         format: "onnx" (post-processing inside; run it with `rtdetr.load_model(path)`) or
                 "openvino" (the ONNX graph plus its OpenVINO IR `.xml`; returns the `.xml`)
         path:   the .onnx file (default: `<model name>.onnx` in the current folder)
+        int8:   also quantise it to int8 (`rtdetr.deploy.quantize_int8`, calibrated on
+                `calibration`: a folder of images or a data set folder) and return that file
+                (`NAME.int8.onnx`, or its OpenVINO IR `NAME.int8.xml`)
         options: those of `rtdetr.deploy.export_onnx` (opset, dynamic_hw, postprocess, num_top,
                 decoder_layers, ...)
         """
-        from ..deploy import export_onnx, save_openvino
+        from ..deploy import export_onnx, quantize_int8, save_openvino
         if format not in ("onnx", "openvino"):
             raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
+        if int8 and calibration is None:
+            raise ValueError("int8=True needs calibration images: calibration='folder/' (or a data set folder)")
         onnx_path = export_onnx(self, path or f"{self.cfg.name}.onnx", imgsz=imgsz, **options)
+        if int8:
+            onnx_path = quantize_int8(onnx_path, calibration=calibration,
+                                      imgsz=imgsz if options.get("dynamic_hw") else None)
         return str(save_openvino(onnx_path) if format == "openvino" else onnx_path)
 
     def set_decoder_layers(self, n: int) -> None:

@@ -77,9 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_val(args: argparse.Namespace) -> int:
     from ..eval.validate import val
-    result = val(args.weights, args.data, split=args.split, imgsz=args.imgsz[0] if len(args.imgsz) == 1
-                 else tuple(args.imgsz), batch=args.batch, workers=args.workers, device=args.device,
-                 decoder_layers=args.decoder_layers)
+    imgsz = None if args.imgsz is None else args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
+    result = val(args.weights, args.data, split=args.split, imgsz=imgsz, batch=args.batch, workers=args.workers,
+                 device=args.device, decoder_layers=args.decoder_layers, runtime=args.runtime,
+                 precision=args.precision, threads=args.threads)
     print(result.summary())
     print(result.table())
     if args.json:
@@ -94,14 +95,22 @@ def add_train_commands(sub) -> None:
     add_config_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("val", help="COCO metrics of a checkpoint on a data set split")
-    p.add_argument("--weights", required=True, help="a checkpoint saved by rtdetr (best.pt, last.pt)")
+    p = sub.add_parser("val", help="COCO metrics of a checkpoint or an exported model on a data set split")
+    p.add_argument("--weights", required=True,
+                   help="a checkpoint saved by rtdetr (best.pt, last.pt), or an exported model (.onnx, .xml)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640])
+    p.add_argument("--imgsz", type=int, nargs="+", default=None,
+                   help="H W, or one size (default: an exported model's own size, else 640)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--decoder-layers", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--runtime", choices=["onnxruntime", "openvino"], default=None,
+                   help="for an .onnx file: which runtime runs it (default onnxruntime; .xml files run on openvino)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default=None,
+                   help="an exported model's precision: OpenVINO's fp32 / bf16 / fp16, or int8 for a graph "
+                        "quantised by `rtdetr export --int8` (its float parts in fp32)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of an exported model's runtime")
     p.set_defaults(func=cmd_val)
