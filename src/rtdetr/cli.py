@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="official", help="'official' (default), a zoo name, a file, or 'none' (random)")
     p.add_argument("--paths", nargs="+", default=None, metavar="PATH",
                    help="torch torch-fused torch-fused-bf16 onnxruntime openvino openvino-bf16 onnxruntime-int8 "
-                        "openvino-int8 (default: every one that can run here)")
+                        "openvino-int8 openvino-int8-bf16 (default: every one that can run here)")
     p.add_argument("--imgsz", type=int, nargs="+", default=[640, 640], metavar="SIZE", help="H W (or one size)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], metavar="N", help="batch sizes, e.g. 1 8")
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: torch's)")

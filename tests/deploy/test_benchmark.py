@@ -123,7 +123,7 @@ def test_missing_runtime_is_skipped_and_said(model, monkeypatch):
     monkeypatch.setattr(benchmark, "int8_quantizer", lambda: None)
     assert "pip install openvino" in missing("openvino")
     assert "quantize_int8" in missing("onnxruntime-int8")
-    assert not {"openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8"} & set(available_paths())
+    assert not {"openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8", "openvino-int8-bf16"} & set(available_paths())
     notes = []
     got = run_benchmark(model, ["torch-fused-bf16", "openvino-bf16"], imgsz=IMGSZ, runs=1, warmup=0, threads=2,
                         pause=0, log=notes.append)

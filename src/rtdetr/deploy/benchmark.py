@@ -13,6 +13,7 @@ Paths (`PATHS`), each run through the library's own `Predictor`, as `rtdetr pred
   onnxruntime       the ONNX graph (post-processing inside) in ONNX Runtime, float32
   openvino          the same graph in OpenVINO, float32; openvino-bf16: bfloat16
   onnxruntime-int8, openvino-int8   the graph quantized by `rtdetr.deploy.quantize.quantize_int8`
+  openvino-int8-bf16  that int8 graph in OpenVINO with its float parts in bfloat16
 
 What one sample is: for one path and batch size, the picture's encoded bytes (in memory) are
 decoded N times (`decode`), then `Predictor.predict_batch` runs on the N pictures and reports
@@ -61,7 +62,7 @@ from ..predict.predictor import Predictor, check_imgsz
 from ..predict.sources import Frame
 
 PATHS = ("torch", "torch-fused", "torch-fused-bf16", "onnxruntime", "openvino", "openvino-bf16",
-         "onnxruntime-int8", "openvino-int8")
+         "onnxruntime-int8", "openvino-int8", "openvino-int8-bf16")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "sum", "e2e")
 PERCENTILES = (50, 95, 99)
 REFERENCE = "torch"  # ratios and the detection check are relative to eager float32
@@ -70,7 +71,7 @@ PAUSE = 0.01         # seconds idle before each timed step (see `interleaved`)
 # The Python packages each path needs at run time (onnx too for exporting the graph).
 _NEEDS = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino"),
           "onnxruntime-int8": ("onnx", "onnxruntime"), "openvino-int8": ("onnx", "openvino")}
-_NEEDS["openvino-bf16"] = _NEEDS["openvino"]
+_NEEDS["openvino-bf16"] = _NEEDS["openvino-int8-bf16"] = _NEEDS["openvino"]
 
 
 # ---------------------------------------------------------------- statistics and the report
@@ -200,7 +201,7 @@ def missing(path: str) -> str | None:
     for module in _NEEDS.get(path, ()):
         if importlib.util.find_spec(module) is None:
             return f"needs the {module} package (pip install {module})"
-    if path.endswith("-int8") and int8_quantizer() is None:
+    if "-int8" in path and int8_quantizer() is None:
         return "needs rtdetr.deploy.quantize.quantize_int8, which this installation does not have"
     return None
 
@@ -267,11 +268,11 @@ def build_predictor(path: str, model, exports: Exports, imgsz: tuple[int, int], 
     if path == "torch-fused-bf16":
         fast = optimize_for_inference(model, imgsz, dtype=torch.bfloat16)
         return Predictor(fast, **kw), "PyTorch, optimize_for_inference, bfloat16 backbone + encoder"
-    graph = exports.int8() if path.endswith("-int8") else exports.fp32()
+    graph = exports.int8() if "-int8" in path else exports.fp32()
     if path.startswith("onnxruntime"):
         runtime = OnnxRuntimeModel(graph, threads=threads)
     else:
-        precision = "bf16" if path == "openvino-bf16" else "fp32"
+        precision = "bf16" if path.endswith("-bf16") else "fp32"
         with warnings.catch_warnings():  # a precision the CPU lacks: `detail` says what ran instead
             warnings.simplefilter("ignore", RuntimeWarning)
             runtime = OpenVinoModel(graph, precision=precision, threads=threads)
