@@ -40,7 +40,7 @@ from rtdetr.predict.predictor import preprocess
 
 HF = "hf-eager"
 DEFAULT_PATHS = ["torch", "torch-fused", "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8",
-                 "openvino-int8"]
+                 "openvino-int8", "openvino-int8-bf16"]
 # The Hugging Face configuration equivalent to each of our zoo models (everything not listed
 # is RTDetrV2Config's default, which is the official r50vd setting: hidden 256, FFN 1024,
 # 8 heads, 300 queries, 4 sampling points per level). ResNet-18 keeps live batch norms and

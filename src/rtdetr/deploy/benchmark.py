@@ -631,7 +631,7 @@ def format_table(report: BenchmarkReport) -> str:
              f"{m['cpu']} ({m['usable_cores']} usable cores; other processes used "
              f"{_cores(m.get('other_load_cores'))} while timing), torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"]
-    head = (f"{'path':<18}{'decode':>8}{'pre':>8}{'infer':>9}{'post':>8}{'e2e':>9}{'p95':>9}{'p99':>9}"
+    head = (f"{'path':<20}{'decode':>8}{'pre':>8}{'infer':>9}{'post':>8}{'e2e':>9}{'p95':>9}{'p99':>9}"
             f"{'img/s':>8}{'infer/torch':>12}{'e2e/torch':>10}  dets")
     for batch in report.batches:
         lines += ["", f"batch {batch}: ms per batch, p50 unless marked", head, "-" * len(head)]
@@ -639,10 +639,10 @@ def format_table(report: BenchmarkReport) -> str:
             s = r.stages
             a = report.agreement.get(r.path)
             dets = "" if a is None else f"{a.detections}{'' if a.agrees else ' DISAGREES'}"
-            lines.append(f"{r.path:<18}{s['decode'].p50:>8.2f}{s['preprocess'].p50:>8.2f}{s['inference'].p50:>9.2f}"
+            lines.append(f"{r.path:<20}{s['decode'].p50:>8.2f}{s['preprocess'].p50:>8.2f}{s['inference'].p50:>9.2f}"
                          f"{s['postprocess'].p50:>8.2f}{s['e2e'].p50:>9.2f}{s['e2e'].p95:>9.2f}{s['e2e'].p99:>9.2f}"
                          f"{r.images_per_s:>8.2f}{_ratio(r.ratio_inference):>12}{_ratio(r.ratio_e2e):>10}  {dets}")
-    lines += ["", "what ran:"] + [f"  {r.path:<18}{r.detail}" for r in report.results if r.batch == report.batches[0]]
+    lines += ["", "what ran:"] + [f"  {r.path:<20}{r.detail}" for r in report.results if r.batch == report.batches[0]]
     lines += [f"skipped {p}: {why}" for p, why in report.skipped.items()]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
