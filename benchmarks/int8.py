@@ -13,7 +13,8 @@ before each call (ONNX Runtime's and OpenVINO's threads spin on after a run and 
 next variant); the median of --runs after 2 warm-up runs, and each one's speed-up over ONNX
 Runtime fp32 (compare ratios, not milliseconds, on a shared machine).
 
-Accuracy: the trained checkpoint --weights (the demo model, 224x224) on --data's val split: AP50:95
+Accuracy: the trained checkpoint --weights (the demo model, 224x224, from `rtdetr demo --out
+/tmp/demo2`) on --data's val split: AP50:95
 and AP50 of PyTorch, ONNX Runtime fp32, OpenVINO fp32 and bf16, then per int8 recipe
 (scope:method:images, calibrated on --calib) ONNX Runtime int8 and OpenVINO int8 (float parts
 fp32, and bf16). "agree" is the share of the fp32 graph's detections scoring >= 0.3 on the val
@@ -189,6 +190,9 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8.json")
     args = parser.parse_args()
+    if not args.skip_accuracy and not Path(args.weights).is_file():
+        parser.error(f"{args.weights}: no such checkpoint; train the demo model first "
+                     f"(`rtdetr demo --out /tmp/demo2`), or pass --weights/--data/--calib, or --skip-accuracy")
     warnings.simplefilter("ignore", RuntimeWarning)  # OpenVINO's note when a precision is not native
 
     result = {"meta": {"model": args.model, "size_hw": list(args.size), "threads": args.threads, "runs": args.runs,
