@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 import rtdetr
 from rtdetr.deploy import optimize_for_inference
+from rtdetr.memory import reuse_large_allocations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.recipe import recipe_tensor  # noqa: E402
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the default optimized model")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fused.json")
     args = parser.parse_args()
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -44,6 +44,7 @@ import rtdetr
 from rtdetr.deploy import OnnxRuntimeModel, OpenVinoModel, export_onnx, optimize_for_inference
 from rtdetr.deploy.quantize import ImageReader, _calibration_sources, quantize_int8
 from rtdetr.eval.validate import val
+from rtdetr.memory import reuse_large_allocations
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fused import recipe_model  # noqa: E402
@@ -190,6 +191,7 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8.json")
     args = parser.parse_args()
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
     if not args.skip_accuracy and not Path(args.weights).is_file():
         parser.error(f"{args.weights}: no such checkpoint; train the demo model first "
                      f"(`rtdetr demo --out /tmp/demo2`), or pass --weights/--data/--calib, or --skip-accuracy")

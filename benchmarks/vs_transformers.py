@@ -36,6 +36,7 @@ import rtdetr
 from rtdetr.deploy.benchmark import (PAUSE, Exports, OtherLoad, Stats, available_paths, build_predictor,
                                      busy_note, check_paths, decode_image, interleaved, machine_info, model_call,
                                      synthetic_picture, timed, torch_threads)
+from rtdetr.memory import reuse_large_allocations
 from rtdetr.predict.predictor import preprocess
 
 HF = "hf-eager"
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the exports go (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vs_transformers.json")
     args = parser.parse_args()
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
 
     paths = check_paths(args.paths) if args.paths else [p for p in DEFAULT_PATHS if p in available_paths()]
     imgsz = (args.imgsz, args.imgsz)

@@ -8,6 +8,7 @@ from . import zoo
 from .checkpoint import CheckpointError
 from .data import DatasetError
 from .hub import WeightsDownloadError
+from .memory import reuse_large_allocations
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    reuse_large_allocations()  # see rtdetr.memory: large CPU tensors without page faults
     try:
         return args.func(args)
     except (CheckpointError, WeightsDownloadError, DatasetError, ValueError, TypeError, ImportError) as e:

@@ -29,6 +29,7 @@ from ..deploy.fuse import inference_copy
 from ..nn.detector import RTDETR
 from ..nn.postprocess import postprocess
 from ..imageio import ImageReadError
+from ..memory import reuse_large_allocations
 from .results import Boxes, Result
 from .run import RunWriter, next_run_dir
 from .sources import Failure, Frame, Source, count_pictures, expand, iter_frames
@@ -76,6 +77,8 @@ class Predictor:
             model = load_model(model, device=device or "cpu")
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            reuse_large_allocations()  # see rtdetr.memory: up to 1.4x faster on large activations
         self.conf, self.max_det, self.exif = float(conf), int(max_det), exif
         # Default: the size an exported or optimised model was built for, else 640.
         self.imgsz = check_imgsz(imgsz if imgsz is not None else (getattr(model, "imgsz", None) or 640))

@@ -30,6 +30,7 @@ from ..data.collate import MultiScaleCollate, collate_fn
 from ..data.transforms import AugmentConfig, train_transforms, val_transforms
 from ..eval import CocoEvaluator, EvalResult
 from ..eval.validate import autocast, evaluate
+from ..memory import reuse_large_allocations
 from ..nn.detector import RTDETR, build_model
 from .. import distributed as dist
 from .checkpoints import rng_state, save_atomic, set_rng_state
@@ -166,6 +167,8 @@ class Trainer:
         self.extra_modules = nn.ModuleDict(extra_modules or {})
         self.extra_losses = list(extra_losses or [])
         self.device = dist.init_distributed(cfg.device)
+        if self.device.type == "cpu":
+            reuse_large_allocations()  # see rtdetr.memory: activations without page faults
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp, "bad")
         if self.amp_dtype == "bad":
             raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {cfg.amp!r}")
