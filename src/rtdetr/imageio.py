@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -40,11 +41,7 @@ def read_image(path: str | Path, exif: bool = True) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                if exif:
-                    img = ImageOps.exif_transpose(img)
-                return pil_to_rgb(img, str(path))
+            return decode_image(path, exif, str(path))
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -55,6 +52,17 @@ def read_image(path: str | Path, exif: bool = True) -> np.ndarray:
         raise ImageReadError(f"{path}: permission denied") from None
     except Exception as e:  # Pillow signals broken data with OSError, SyntaxError, EOFError, ValueError...
         raise ImageReadError(f"{path}: truncated or corrupt image ({_first_line(e)})") from None
+
+
+def decode_image(source: str | Path | BinaryIO, exif: bool = True, name: str = "image") -> np.ndarray:
+    """A file path or an open binary stream (e.g. `io.BytesIO(jpeg_bytes)`) -> [H, W, 3] uint8 RGB:
+    the whole picture decoded, EXIF orientation applied, any mode converted. Pillow's own errors
+    pass through (`read_image` turns them into one-line `ImageReadError`s)."""
+    with Image.open(source) as img:
+        img.load()
+        if exif:
+            img = ImageOps.exif_transpose(img)
+        return pil_to_rgb(img, name)
 
 
 def pil_to_rgb(img: Image.Image, name: str = "image") -> np.ndarray:

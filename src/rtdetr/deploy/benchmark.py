@@ -55,9 +55,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter
 
-from ..imageio import pil_to_rgb
+from .. import imageio
 from ..predict.predictor import Predictor, check_imgsz
 from ..predict.sources import Frame
 
@@ -367,13 +367,9 @@ def torch_threads(n: int):
 # ---------------------------------------------------------------- the picture
 
 def decode_image(data: bytes, exif: bool = True) -> np.ndarray:
-    """Encoded picture bytes (JPEG, PNG, ...) -> [H, W, 3] uint8 RGB, as `rtdetr.imageio.read_image`
-    reads a file (whole picture decoded, EXIF orientation applied, any mode converted to RGB)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        if exif:
-            img = ImageOps.exif_transpose(img)
-        return pil_to_rgb(img)
+    """Encoded picture bytes (JPEG, PNG, ...) -> [H, W, 3] uint8 RGB, exactly as
+    `rtdetr.imageio.read_image` decodes a file."""
+    return imageio.decode_image(io.BytesIO(data), exif)
 
 
 def synthetic_picture(width: int = 1280, height: int = 720, seed: int = 0, quality: int = 90) -> bytes:
