@@ -3,7 +3,7 @@
 Page faults are counted, not timed (getrusage's minor-fault counter), in fresh processes: the
 setting is process-wide. Filling a new 64 MB tensor ten times faults in all of its 16,384 pages
 each time under glibc's defaults (freed memory above the mmap threshold goes back to the OS):
-163,850 faults measured; once the thresholds are raised, one tensor's worth in all (16,384).
+163,850 faults measured; once the thresholds are raised, one or two tensors' worth in all.
 """
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ def test_large_tensors_are_reused_instead_of_faulted_in_again():
     kept, default = faults(keep_malloc=True)
     assert raised and not kept
     assert default > 5 * PAGES          # ~10 x 16,384: every fill faults the whole tensor in again
-    assert reused <= 1.1 * PAGES        # at most one tensor's worth (measured: 16,384): the freed
-                                        # block is handed back out, already mapped
+    # The heap grows to fit the first one or two blocks (measured over 12 runs: 16,384 faults 8
+    # times, 32,768 4 times); after that a freed block is handed back out, already mapped.
+    assert reused <= 2.5 * PAGES and default > 4 * reused
 
 
 def test_idempotent():
