@@ -117,14 +117,15 @@ def runtime_options(args: argparse.Namespace) -> dict:
 def load_cli_model(model: str | None, weights: str | None, device: torch.device, exported_options: dict | None = None):
     """The model named by --model and/or --weights (see the options' help); `exported_options`
     (runtime, precision, threads) are for exported files only, an error otherwise."""
-    exported_options = exported_options or {}
-    is_exported = weights is not None and Path(weights).suffix.lower() in (".onnx", ".xml", ".engine", ".plan")
-    if exported_options and not is_exported:
-        raise ValueError(f"--{next(iter(exported_options))} is for exported models (--weights model.onnx / "
-                         f"model.xml); this model runs in PyTorch")
     from .. import zoo
     from ..api import EXPORTED_SUFFIXES, load_model
     from ..checkpoint import read_checkpoint
+
+    exported_options = exported_options or {}
+    is_exported = weights is not None and Path(weights).suffix.lower() in EXPORTED_SUFFIXES
+    if exported_options and not is_exported:
+        raise ValueError(f"--{next(iter(exported_options))} is for exported models (--weights model.onnx / "
+                         f"model.xml); this model runs in PyTorch")
 
     if model is not None:
         w = None if weights is not None and weights.lower() == "none" else (weights or "official")
