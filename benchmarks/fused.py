@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 import rtdetr
 from rtdetr.deploy import optimize_for_inference
+from rtdetr.deploy.precision import torch_bf16_problem
 from rtdetr.memory import reuse_large_allocations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,8 +62,12 @@ def build_variants(model, size: tuple[int, int], args) -> dict:
         "fold+cl": opt(channels_last=True, onednn=False),
         "fold+onednn": opt(channels_last=False, onednn=True),
         "default": opt(),
-        "bf16-trunk": opt(dtype=torch.bfloat16),
     }
+    why = torch_bf16_problem()
+    if why is None:
+        variants["bf16-trunk"] = opt(dtype=torch.bfloat16)
+    else:
+        print(f"bf16-trunk skipped: {why}")
     x = torch.rand(args.batch, 3, *size)
     if args.compile:
         import torch._inductor.config as inductor_config

@@ -46,8 +46,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the synthetic shapes data set, train the small demo model on the CPU, evaluate, predict."""
-    from .demo import run_demo
-    run_demo(args.out, seed=args.seed, epochs=args.epochs, imgsz=args.imgsz, workers=args.workers)
+    from .demo import TRAIN_MINUTES, run_demo
+    minutes = args.minutes if args.minutes is not None else (None if args.epochs else TRAIN_MINUTES)
+    run_demo(args.out, seed=args.seed, epochs=args.epochs, minutes=minutes, imgsz=args.imgsz, workers=args.workers)
     return 0
 
 
@@ -106,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__)
     p.add_argument("--out", default="runs/demo", help="folder for the data, the run and the pictures")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training time budget; the epochs follow from it (default 8.5, or none with --epochs)")
+    p.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs instead of the time budget")
     p.add_argument("--imgsz", type=int, default=224)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -149,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="official", help="'official' (default), a zoo name, a file, or 'none' (random)")
     p.add_argument("--paths", nargs="+", default=None, metavar="PATH",
                    help="torch torch-fused torch-fused-bf16 onnxruntime openvino openvino-bf16 onnxruntime-int8 "
-                        "openvino-int8 openvino-int8-bf16 (default: every one that can run here)")
+                        "openvino-int8 openvino-int8-bf16 (default: all; one that cannot run here, for want of a "
+                        "package or an instruction set, is skipped with the reason)")
     p.add_argument("--imgsz", type=int, nargs="+", default=[640, 640], metavar="SIZE", help="H W (or one size)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], metavar="N", help="batch sizes, e.g. 1 8")
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: torch's)")

@@ -88,6 +88,9 @@ def test_qdq_pairs_on_convolutions_only(recipe):
         q_weight, scale, zero = (inits[name] for name in weight.input)
         out_channels = q_weight.shape[0]
         assert q_weight.dtype == np.int8 and scale.shape == (out_channels,) and not zero.any(), conv.name
+        # 7-bit weights: two uint8 x int8 products sum to at most 2 * 255 * 64 = 32640, inside the
+        # int16 that CPUs without VNNI add them in (vpmaddubsw saturates at 32767).
+        assert np.abs(q_weight.astype(np.int32)).max() <= 64, conv.name
         assert next(a.i for a in weight.attribute if a.name == "axis") == 0
     consumers = dequantized_inputs(graph)
     assert not FLOAT_OPS & set(consumers), {k: consumers[k][:3] for k in FLOAT_OPS & set(consumers)}
@@ -118,6 +121,9 @@ def test_metadata_kept(recipe):
     assert meta == source and meta["class_names"][79] == "class79"
     assert info["images"] == 6 and info["method"] == "minmax" and info["scope"] == "conv"
     assert info["imgsz"] == [IMGSZ, IMGSZ] and info["nodes"] == 69
+    assert info["reduce_range"] and info["saturation_free_without_vnni"]
+    assert info["weights"] == "int8 per-channel symmetric, [-64, 64]"
+    assert info["activations"] == "uint8 per-tensor asymmetric"
 
 
 def with_outputs(path, names: list[str], out):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
 import rtdetr
 from rtdetr.checkpoint import load_weights, normalise_keys
@@ -94,12 +95,19 @@ def test_size_cache_does_not_leak_between_sizes(r18):
 
 
 def test_batch_equals_single_images(r18):
+    """An image's outputs do not depend on its batch: within 1e-4 as a set of queries (measured
+    3.6e-6 at most over 40 seeds). Compared by index they can differ a lot: the batched GEMMs
+    round differently in the last bit, which swaps near-tied queries in the top-k (seen on 3 of
+    40 random inputs, up to 0.39 on one logit)."""
+    torch.manual_seed(0)
     x = torch.rand(2, 3, 320, 480)
     with torch.no_grad():
         both = r18(x)
         one = r18(x[1:])
-    assert torch.allclose(both["pred_logits"][1], one["pred_logits"][0], atol=1e-4)
-    assert torch.allclose(both["pred_boxes"][1], one["pred_boxes"][0], atol=1e-5)
+    row = lambda out, i: torch.cat([out["pred_logits"][i], out["pred_boxes"][i]], 1).double()  # noqa: E731
+    dist = torch.cdist(row(both, 1), row(one, 0), p=float("inf"))
+    rows, cols = linear_sum_assignment(dist.numpy())
+    assert dist[rows, cols].max() < 1e-4
 
 
 def test_sizes_that_are_not_multiples_of_32_are_refused(r18):

@@ -59,7 +59,10 @@ def test_two_processes_take_the_single_process_step(two_objects_each, tmp_path):
     params = [k for k, v in b["model"].items() if v.is_floating_point() and "running_" not in k]
     diffs = torch.cat([(a["model"][k] - b["model"][k]).abs().flatten() for k in params])
     assert diffs.max() < 0.1 * 4e-4  # well below one Adam step (lr 4e-4): no update went another way
-    assert (diffs > 1e-7).float().mean() < 1e-3
+    # Where a gradient is near Adam's eps (1e-8), the update lr * g / (|g| + eps) moves by 1e-7 for
+    # a 1e-11 difference in g, which the all-reduce's other summation order gives: 0.18 % of the
+    # parameters on one CPU (AVX-512 VNNI), under 0.1 % on another; 1 % leaves a 5x margin.
+    assert (diffs > 1e-7).float().mean() < 1e-2
 
 
 def step_log(run_dir: Path) -> dict:

@@ -137,3 +137,36 @@ def test_multiscale_sizes_follow_the_training_size():
         224, 256, 288, 352, 384, 320, 320, 320)
     assert augment_config(TrainConfig(data="x", multiscale=False), r50).scales is None
     assert augment_config(TrainConfig(data="x"), get_recipe("rtdetrv2_r18vd")).scales is None
+
+
+def test_time_budget_plans_the_epochs_that_fit(data):
+    """time= (hours): after each epoch the plan is budget // mean epoch time, never below the
+    epochs done, and the cosine schedule is fitted to the plan."""
+    from rtdetr.train.schedule import LRSchedule
+    trainer = Trainer(TrainConfig.from_kwargs(data=str(data), epochs=12, time=10 / 60, lr_schedule="cosine", **SMALL))
+    trainer.schedule = LRSchedule(warmup_steps=0, kind="cosine", epochs=12)
+    trainer.state["epoch"] = 1
+    trainer.plan_epochs(60.0)                        # 600 s / 60 s per epoch
+    assert trainer.state["epochs"] == trainer.schedule.epochs == 10
+    trainer.state["epoch"] = 2
+    trainer.plan_epochs(90.0)                        # mean 75 s: 600 // 75
+    assert trainer.state["epochs"] == 8 and trainer.state["train_seconds"] == 150.0
+    # Half-way through the plan, the lr is half-way down the cosine.
+    assert trainer.schedule.factor(100, 4) == pytest.approx(0.05 + 0.95 * 0.5)
+    trainer.state["epoch"] = 3
+    trainer.plan_epochs(600.0)                       # over budget: stop after the epochs done
+    assert trainer.state["epochs"] == 3
+    no_budget = Trainer(TrainConfig.from_kwargs(data=str(data), epochs=12, **SMALL))
+    no_budget.state["epoch"] = 1
+    no_budget.plan_epochs(60.0)
+    assert no_budget.state["epochs"] == 12 and no_budget.state["train_seconds"] == 60.0
+
+
+def test_a_spent_time_budget_stops_after_the_step_and_evaluates(data, tmp_path):
+    """A budget far shorter than one step: the run takes that step, stops, and still evaluates
+    and saves what it trained; the plan (1 epoch) is in last.pt for a resume."""
+    result = train(data=str(data), epochs=5, time=1e-6, project=str(tmp_path), name="budget", **SMALL)
+    assert result.epochs_run == 1 and result.best is not None
+    state = torch.load(result.run_dir / "weights" / "last.pt", weights_only=True)["trainer"]
+    assert state["global_step"] == 1 and state["epochs"] == 1
+    assert (result.run_dir / "weights" / "best.pt").is_file()

@@ -58,8 +58,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from .. import imageio
+from ..cpu import cpu_capabilities
 from ..predict.predictor import Predictor, check_imgsz
 from ..predict.sources import Frame
+from .precision import int8_note
 
 PATHS = ("torch", "torch-fused", "torch-fused-bf16", "onnxruntime", "openvino", "openvino-bf16",
          "onnxruntime-int8", "openvino-int8", "openvino-int8-bf16")
@@ -197,17 +199,23 @@ def check_paths(paths: Sequence[str]) -> list[str]:
 
 
 def missing(path: str) -> str | None:
-    """Why `path` cannot run here (a package or the int8 quantizer missing), or None if it can."""
+    """Why `path` cannot run here (a package, the int8 quantizer or an instruction set missing),
+    or None if it can."""
+    from .precision import openvino_precision_problem, torch_bf16_problem
     for module in _NEEDS.get(path, ()):
         if importlib.util.find_spec(module) is None:
             return f"needs the {module} package (pip install {module})"
     if "-int8" in path and int8_quantizer() is None:
         return "needs rtdetr.deploy.quantize.quantize_int8, which this installation does not have"
+    if path == "torch-fused-bf16":
+        return torch_bf16_problem()
+    if path.startswith("openvino") and path.endswith("-bf16"):
+        return openvino_precision_problem("bf16")
     return None
 
 
 def available_paths() -> list[str]:
-    """Every path that can run here (the default)."""
+    """Every path that can run here."""
     return [p for p in PATHS if missing(p) is None]
 
 
@@ -409,9 +417,11 @@ def describe_image(data: bytes, source: str) -> dict:
 
 def machine_info(threads: int) -> dict:
     """Where and with what the numbers were taken."""
-    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
+    caps = cpu_capabilities()
+    info = {"cpu": caps.model, "logical_cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu_flags": cpu_flags(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu_flags": list(caps.flags), "cpu_capabilities": caps.to_dict(),
+            "platform": platform.platform(), "python": platform.python_version(),
             "threads": threads, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__}
     for module in ("onnx", "onnxruntime", "openvino", "numpy", "PIL"):
@@ -463,27 +473,6 @@ def busy_note(other_cores: float | None, limit: float = 0.2) -> str | None:
             f"and unevenly (thread pools suffer differently from oversubscription); compare with care")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide bf16 / int8 speed (Linux only)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
-    return [f for f in wanted if f in flags]
-
-
 def _version(module: str) -> str | None:
     if importlib.util.find_spec(module) is None:
         return None
@@ -503,8 +492,8 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
                   log: Callable[[str], None] | None = print) -> BenchmarkReport:
     """Measure `paths` of `model` (an `RTDETR`) on one picture, interleaved; see the module docstring.
 
-    paths:    names from `PATHS` (default: every one that can run here); one that cannot run
-              here is skipped, with the reason in `report.skipped` and a printed note
+    paths:    names from `PATHS` (default: all); one that cannot run here (a package or an
+              instruction set missing) is skipped, with the reason in `report.skipped` and a note
     imgsz:    network input size (int or (h, w)); batches: batch sizes, each measured
     runs / warmup: timed / discarded iterations (each runs every path at every batch size once)
     threads:  torch intra-op threads, ONNX Runtime intra-op threads and OpenVINO inference threads
@@ -524,7 +513,7 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
         raise TypeError(f"run_benchmark needs an RTDETR model (zoo name or checkpoint), got {type(model).__name__}; "
                         f"pass an exported graph as onnx=")
     log = log or (lambda _: None)
-    paths = check_paths(paths) if paths is not None else available_paths()
+    paths = check_paths(paths) if paths is not None else list(PATHS)  # what cannot run is skipped, said why
     threads = torch.get_num_threads() if threads is None else threads
     if runs < 1 or warmup < 0 or threads < 1 or not batches or min(batches) < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, threads >= 1 and batch sizes >= 1; got runs={runs}, "
@@ -558,6 +547,8 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
     _add_ratios(results)
     machine = {**machine_info(threads), "other_load_cores": other.cores}
     notes = _notes(agreement, weights, conf) + [n for n in [busy_note(other.cores)] if n]
+    if any("-int8" in p for p in paths) and (note := int8_note()):
+        notes.append(note)
     return BenchmarkReport(
         model=getattr(getattr(model, "cfg", None), "name", type(model).__name__), weights=weights, imgsz=imgsz,
         batches=list(batches), runs=runs, warmup=warmup, threads=threads, conf=conf, pause=pause,
@@ -624,7 +615,7 @@ def format_table(report: BenchmarkReport) -> str:
     lines = [f"{report.model} (weights: {report.weights}), {h}x{w}, {report.threads} threads, "
              f"{report.runs} runs after {report.warmup} warm-up, interleaved; picture "
              f"{report.image['width']}x{report.image['height']} {report.image['format']}",
-             f"{m['cpu']} ({m['usable_cores']} usable cores; other processes used "
+             f"{m['cpu']}: {m['cpu_capabilities']['summary']} ({m['usable_cores']} usable cores; other processes used "
              f"{_cores(m.get('other_load_cores'))} while timing), torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"]
     head = (f"{'path':<20}{'decode':>8}{'pre':>8}{'infer':>9}{'post':>8}{'e2e':>9}{'p95':>9}{'p99':>9}"

@@ -34,6 +34,7 @@ from ..nn.decoder import RTDETRDecoder
 from ..nn.detector import RTDETR
 from ..nn.hybrid_encoder import HybridEncoder, cross_scale_fusion
 from .fold import fold_conv_norms
+from .precision import refuse_if, torch_bf16_problem
 from .kernels import use_onednn_convs, use_onednn_linears, use_self_attention
 
 STRIDE = 32
@@ -49,7 +50,8 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
     dtype:          dtype of the backbone and the encoder (the convolutions: most of the time);
                     the decoder always runs in float32 and the outputs are float32. float32 is
                     exact (< 1e-4 from the model); bfloat16 trades accuracy for speed on CPUs with
-                    AVX512-BF16 / AMX, float16 on GPUs.
+                    native bf16 (AVX512-BF16 / AMX / ARM BF16; elsewhere `UnsupportedOnThisCPU`,
+                    see `precision.py`), float16 on GPUs.
     channels_last:  keep conv activations NHWC (default: on CPU, where oneDNN convolutions are
                     ~25% faster that way; see benchmarks/fused.py).
     onednn:         call oneDNN directly (default: on CPU when available): linear layers at about
@@ -65,6 +67,8 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
     if not 1 <= run <= model.decoder.num_layers:
         raise ValueError(f"decoder_layers must be in 1..{model.decoder.num_layers}, got {run}")
     on_cpu = next(model.parameters()).device.type == "cpu"
+    if on_cpu and dtype == torch.bfloat16:
+        refuse_if(torch_bf16_problem())
     channels_last = on_cpu if channels_last is None else channels_last
     onednn = on_cpu if onednn is None else onednn
 

@@ -41,6 +41,24 @@ native bf16 (AVX512-BF16, as measured) OpenVINO's bf16 alone is about as fast (1
 moves scores twice as much (0.023; AP50:95 -0.008), and the int8 graph with bf16 float parts
 (`OpenVinoModel(path, precision="bf16")`) is the fastest (2.1-2.2x) at bf16's accuracy.
 
+Every CPU: one file, quantised once, runs on CPUs with and without VNNI, so its recipe must be
+exact on both. x86 CPUs without VNNI (AVX2 only: AMD Zen 1-3, Intel before Ice Lake / Alder
+Lake) multiply uint8 activations by int8 weights with `vpmaddubsw`, which adds each pair of
+products into an int16 that saturates at 32767: with 8-bit weights one pair reaches 2 x 255 x
+127 = 64770. ONNX Runtime's kernels do that, and so do oneDNN's (OpenVINO) for uint8 inputs.
+Weights in the 7-bit range [-64, 64] (`reduce_range=True`, the default) bound a pair at 2 x 255
+x 64 = 32640: no saturation, whatever the input. Measured by benchmarks/int8_cpus.py (this CPU
+with VNNI, and `qemu-x86_64 -cpu Haswell`, AVX2 without VNNI, on which ONNX Runtime takes its
+AVX2 kernels): AP50:95 of the trained demo model on the first 16 val images, ONNX Runtime:
+  fp32 {FP32}; 8-bit weights 0.6296 with VNNI, 0.6286 without (other detections: saturated);
+  7-bit weights 0.6239 with and 0.6239 without (the same detections, bit for bit).
+On the recipe-weight r18 of the tests, whose weights fill their range, the 8-bit file's trunk
+error was 7.2 % without VNNI against 1.9 % with; {TRUNK}
+int8 activations (`activations="int8"`) would avoid the saturation with 8-bit weights in ONNX
+Runtime, but oneDNN shifts int8 inputs to uint8 on such CPUs, and ONNX Runtime's int8 x int8
+kernel emulated {S8}. The 7-bit weights cost no time (the same kernels and bytes: latency below)
+and {COST} AP50:95 on the demo model.
+
 Calibration feeds images pre-processed exactly as the predictor does (`preprocess`: PIL
 bilinear resize to the graph's size, / 255), one at a time, with their (w, h) as
 `orig_target_sizes` when the graph takes it.
@@ -68,7 +86,8 @@ CHUNK = 4  # calibration images run per collection step (bounds the memory of in
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path | None = None, calibration=None, *,
                   imgsz: int | tuple[int, int] | None = None, max_images: int = 32, method: str = "minmax",
-                  scope: str = "conv", reduce_range: bool = False, exif: bool = True) -> Path:
+                  scope: str = "conv", reduce_range: bool = True, activations: str = "uint8",
+                  exif: bool = True) -> Path:
     """Write an INT8 (QDQ) copy of the exported graph `onnx_path`; return its path.
 
     out_path:    default: next to the input, `NAME.int8.onnx`
@@ -79,12 +98,16 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path | None = None, cal
                  exported with dynamic_hw=True)
     method:      activation ranges: "minmax" (default), "percentile" or "entropy"
     scope:       which operators are quantised: "conv" (default), "trunk" or "all" (see module doc)
-    reduce_range: 7-bit weights, for x86 CPUs without VNNI, where ONNX Runtime's uint8 x int8
-                 products may saturate
+    reduce_range: weights in the 7-bit range [-64, 64] (default), so that the file is exact on
+                 x86 CPUs without VNNI too (see "Every CPU" in the module's docstring); False:
+                 the full [-127, 127], for files that only run on CPUs with VNNI / ARM
+    activations: "uint8" (default, asymmetric: zero point from calibration) or "int8"
     """
     onnx = require("onnx")
     src = Path(onnx_path)
     _check_options(src, method, scope, max_images)
+    if activations not in ("uint8", "int8"):
+        raise ValueError(f"activations must be 'uint8' or 'int8', got {activations!r}")
     out = Path(out_path) if out_path is not None else src.with_name(src.stem + ".int8.onnx")
     if out.resolve() == src.resolve():
         raise ValueError(f"{out}: the quantised graph would overwrite its source")
@@ -96,9 +119,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path | None = None, cal
     if not nodes:
         raise ValueError(f"{src}: no {scope!r} operators to quantise (Conv / MatMul / Gemm)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _quantize(src, out, ImageReader(sources, size, takes_sizes, exif), nodes, method, reduce_range)
+    _quantize(src, out, ImageReader(sources, size, takes_sizes, exif), nodes, method, reduce_range, activations)
     _restore_metadata(out, proto, {"method": method, "scope": scope, "images": len(sources),
-                                   "imgsz": list(size), "nodes": len(nodes), "reduce_range": reduce_range})
+                                   "imgsz": list(size), "nodes": len(nodes), "reduce_range": reduce_range,
+                                   "weights": f"int8 per-channel symmetric, [-{64 if reduce_range else 127}, "
+                                              f"{64 if reduce_range else 127}]",
+                                   "activations": f"{activations} per-tensor asymmetric",
+                                   "saturation_free_without_vnni": reduce_range or activations == "int8"})
     return out
 
 
@@ -113,8 +140,9 @@ def _check_options(src: Path, method: str, scope: str, max_images: int) -> None:
         raise ValueError(f"max_images must be at least 1, got {max_images}")
 
 
-def _quantize(src: Path, out: Path, reader: ImageReader, nodes: list[str], method: str, reduce_range: bool) -> None:
-    """ONNX Runtime's static quantisation: QDQ, per-channel symmetric int8 weights, uint8 activations."""
+def _quantize(src: Path, out: Path, reader: ImageReader, nodes: list[str], method: str, reduce_range: bool,
+              activations: str = "uint8") -> None:
+    """ONNX Runtime's static quantisation: QDQ, per-channel symmetric int8 weights, per-tensor activations."""
     q = require("onnxruntime.quantization")
     methods = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
                "entropy": q.CalibrationMethod.Entropy}
@@ -125,7 +153,8 @@ def _quantize(src: Path, out: Path, reader: ImageReader, nodes: list[str], metho
             str(src), str(out), reader, quant_format=q.QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_quantize=nodes,
             per_channel=True, reduce_range=reduce_range,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, calibrate_method=methods[method],
+            activation_type=q.QuantType.QUInt8 if activations == "uint8" else q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, calibrate_method=methods[method],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                            # feed the images CHUNK at a time, ranges merged between chunks
                            "CalibStridedMinMax": reader.stride(CHUNK)})

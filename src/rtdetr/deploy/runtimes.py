@@ -28,6 +28,7 @@ import torch
 
 from ..nn.postprocess import postprocess
 from .onnx_export import DETECTION_OUTPUTS, RAW_OUTPUTS, decode_metadata, require
+from .precision import openvino_precision_problem, refuse_if
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -177,8 +178,10 @@ class OpenVinoModel(ExportedModel):
 
     precision: "fp32", "bf16" or "fp16", set as the CPU's INFERENCE_PRECISION_HINT. OpenVINO's
                own default on CPUs with bf16 support is bf16, silently; here the choice is
-               explicit, and `.precision` tells what the compiled model actually runs (a CPU
-               without fp16 arithmetic, for instance, runs bf16 or fp32 instead, with a warning).
+               explicit. A precision OpenVINO's CPU plugin does not offer here (bf16 without AVX512_BF16
+               / AMX, fp16 without AVX512-FP16 / AMX-FP16) is refused (`UnsupportedOnThisCPU`,
+               one line) instead of silently running fp32; `.precision` tells what the compiled
+               model runs (on other devices a fallback warns).
     threads:   inference threads (None: OpenVINO's default, one per physical core)
     device:    OpenVINO device ("CPU", "GPU", ...)
     Compiled for latency (one request at a time), the predictor's way of calling it.
@@ -194,6 +197,8 @@ class OpenVinoModel(ExportedModel):
         import openvino.properties as props
         import openvino.properties.hint as hints
 
+        if device == "CPU":
+            refuse_if(openvino_precision_problem(precision, device))
         path = Path(path_or_onnx)
         core = ov.Core()
         model = core.read_model(str(path))

@@ -41,6 +41,11 @@ class TrainConfig:
     resume:          True resumes the run folder's last.pt; a path resumes that file
     save_period_steps: also write last.pt every N optimiser steps (0: at epoch ends only)
     max_steps:       stop after this many optimiser steps in total (a budget; also for tests)
+    time:            a training budget in hours (Ultralytics' `time`), validation included:
+                     after each epoch the number of epochs is planned anew from the mean epoch
+                     time so that the run ends within it, and the lr schedule follows the plan;
+                     `epochs` is only the plan for the first epoch. A run past the budget stops
+                     after the step that crossed it. None: off
     """
 
     data: str = ""
@@ -80,6 +85,7 @@ class TrainConfig:
     resume: bool | str = False
     save_period_steps: int = 0
     max_steps: int | None = None
+    time: float | None = None
     class_names: list[str] | None = field(default=None, repr=False)
 
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import signal
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from .. import zoo
 from ..checkpoint import CheckpointError, extract_state_dict, load_weights, num_classes_of, read_checkpoint
 from ..coco import COCO_NAMES
 from ..config import ModelConfig
+from ..cpu import cpu_capabilities
 from ..data import load_dataset, list_splits
 from ..data.collate import MultiScaleCollate, collate_fn
 from ..data.transforms import AugmentConfig, train_transforms, val_transforms
@@ -174,9 +176,14 @@ class Trainer:
             raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {cfg.amp!r}")
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
             raise ValueError("amp='fp16' needs CUDA; on CPU use amp='bf16'")
+        caps = cpu_capabilities()
+        if self.amp_dtype is torch.bfloat16 and self.device.type == "cpu" and not caps.native_bf16 and dist.is_main():
+            warnings.warn(f"amp='bf16' on a CPU without native bf16 ({caps.missing_bf16()} missing): PyTorch "
+                          f"emulates it, usually slower than amp='off'", RuntimeWarning, stacklevel=2)
         self.recipe = self._recipe()
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ap": None, "best_epoch": None,
-                      "bad_epochs": 0, "sums": {}, "count": 0}
+                      "bad_epochs": 0, "sums": {}, "count": 0,
+                      "epochs": cfg.epochs, "train_seconds": 0.0}
 
     # -- setup
 
@@ -310,6 +317,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
         self.state.update(ckpt["trainer"])
+        self.state.setdefault("epochs", self.cfg.epochs)
+        self.schedule = replace(self.schedule, epochs=self.state["epochs"])
         set_rng_state(ckpt["rng"])
         self._trim_step_log()
 
@@ -407,7 +416,8 @@ class Trainer:
         steps_total = (len(self.sampler) + st["step_in_epoch"] * accum * self.train_loader.batch_size) \
             // (self.train_loader.batch_size * accum)
         bar = tqdm(total=steps_total, initial=st["step_in_epoch"], disable=not dist.is_main(),
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=True)
+                   desc=f"epoch {epoch + 1}/{st['epochs']}", dynamic_ncols=True, leave=True)
+        started = time.time()
         pending = []
         for batch in self.train_loader:
             pending.append(batch)
@@ -427,7 +437,7 @@ class Trainer:
             bar.update(1)
             if cfg.save_period_steps and st["global_step"] % cfg.save_period_steps == 0:
                 self.save_last()
-            if cfg.max_steps is not None and st["global_step"] >= cfg.max_steps:
+            if cfg.max_steps is not None and st["global_step"] >= cfg.max_steps or self._over_budget(started):
                 bar.close()
                 return False
         bar.close()
@@ -466,7 +476,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         means = {k: v / max(1, st["count"]) for k, v in st["sums"].items()}
         result, which, weights = (None, "", None)
-        if (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs:
+        if (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == st["epochs"]:
             result, which, weights = self.validate()
         stop = False
         if result is not None:
@@ -486,8 +496,29 @@ class Trainer:
                 print(f"epoch {epoch + 1}: AP50:95 {result.ap:.4f}  AP50 {result.ap50:.4f}  ({which} weights)")
             self.logger.epoch(row)
         st.update(epoch=epoch + 1, step_in_epoch=0, sums={}, count=0)
+        self.plan_epochs(time.time() - started)
         self.save_last()
         return stop
+
+    def plan_epochs(self, epoch_seconds: float) -> None:
+        """Count an epoch's time; with a `time` budget, plan the number of epochs that fits it
+        (at least the epochs done) from the mean epoch time, and fit the lr schedule to it."""
+        st, budget = self.state, self.cfg.time
+        st["train_seconds"] += epoch_seconds
+        if budget is None:
+            return
+        mean = st["train_seconds"] / max(1, st["epoch"])
+        planned = max(st["epoch"], int(budget * 3600 // mean)) if mean > 0 else st["epochs"]
+        if planned != st["epochs"] and dist.is_main():
+            print(f"time budget {budget * 60:.1f} min: {mean:.0f} s per epoch, {planned} epochs in all")
+        st["epochs"] = planned
+        self.schedule = replace(self.schedule, epochs=planned)
+
+    def _over_budget(self, epoch_started: float) -> bool:
+        """Whether the `time` budget is spent (the finished epochs plus this one so far)."""
+        if self.cfg.time is None:
+            return False
+        return self.state["train_seconds"] + time.time() - epoch_started > self.cfg.time * 3600
 
     def fit(self) -> TrainResult:
         self.setup()
@@ -495,10 +526,13 @@ class Trainer:
         stopped_early = False
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
         try:
-            while st["epoch"] < cfg.epochs:
+            while st["epoch"] < st["epochs"]:
                 epoch, started = st["epoch"], time.time()
                 if not self.train_epoch(epoch):
-                    self.save_last()
+                    if self._over_budget(started):  # time budget spent: evaluate what was trained
+                        self.end_epoch(epoch, started)
+                    else:
+                        self.save_last()
                     break
                 if self.end_epoch(epoch, started):
                     stopped_early = True
