@@ -58,8 +58,8 @@ def int8_note() -> str | None:
     """What int8 costs on this CPU, when it is worth saying (x86 without VNNI), else None."""
     caps = cpu_capabilities()
     if caps.int8_saturates:
-        return ("no VNNI on this CPU: int8 convolutions multiply in 16-bit pairs (slower than with VNNI); "
-                "the 7-bit weights of rtdetr's int8 files keep them from saturating")
+        return ("no VNNI on this CPU: int8 convolutions add products in 16-bit pairs, slower than with "
+                "VNNI; files made by rtdetr (7-bit weights) cannot saturate them, 8-bit ones can")
     return None
 
 

@@ -8,7 +8,7 @@
     rtdetr.deploy.OpenVinoModel(int8)                          # OpenVINO (int8 kernels)
 
 The result is the same graph with QuantizeLinear / DequantizeLinear pairs around the chosen
-operators (static ranges from calibration images, per-channel symmetric int8 weights, uint8
+operators (static ranges from calibration images, per-channel symmetric 7-bit int8 weights, uint8
 activations): ONNX Runtime runs them with its int8 kernels, OpenVINO turns each pair into
 a FakeQuantize and runs int8 convolutions. The `rtdetr.*` metadata (class names, size ...)
 is kept, plus `rtdetr.quantization` (what was quantised, how it was calibrated).
@@ -45,19 +45,25 @@ Every CPU: one file, quantised once, runs on CPUs with and without VNNI, so its 
 exact on both. x86 CPUs without VNNI (AVX2 only: AMD Zen 1-3, Intel before Ice Lake / Alder
 Lake) multiply uint8 activations by int8 weights with `vpmaddubsw`, which adds each pair of
 products into an int16 that saturates at 32767: with 8-bit weights one pair reaches 2 x 255 x
-127 = 64770. ONNX Runtime's kernels do that, and so do oneDNN's (OpenVINO) for uint8 inputs.
+127 = 64770. ONNX Runtime's kernels do that, and oneDNN's (OpenVINO) for uint8 inputs too.
 Weights in the 7-bit range [-64, 64] (`reduce_range=True`, the default) bound a pair at 2 x 255
-x 64 = 32640: no saturation, whatever the input. Measured by benchmarks/int8_cpus.py (this CPU
-with VNNI, and `qemu-x86_64 -cpu Haswell`, AVX2 without VNNI, on which ONNX Runtime takes its
-AVX2 kernels): AP50:95 of the trained demo model on the first 16 val images, ONNX Runtime:
-  fp32 {FP32}; 8-bit weights 0.6296 with VNNI, 0.6286 without (other detections: saturated);
-  7-bit weights 0.6239 with and 0.6239 without (the same detections, bit for bit).
-On the recipe-weight r18 of the tests, whose weights fill their range, the 8-bit file's trunk
-error was 7.2 % without VNNI against 1.9 % with; {TRUNK}
-int8 activations (`activations="int8"`) would avoid the saturation with 8-bit weights in ONNX
-Runtime, but oneDNN shifts int8 inputs to uint8 on such CPUs, and ONNX Runtime's int8 x int8
-kernel emulated {S8}. The 7-bit weights cost no time (the same kernels and bytes: latency below)
-and {COST} AP50:95 on the demo model.
+x 64 = 32640: no saturation, whatever the input. Measured by benchmarks/int8_cpus.py on an
+AVX-512 VNNI Xeon and, for the other kind, under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI;
+ONNX Runtime picks its AVX2 kernels from the CPUID qemu reports), ONNX Runtime:
+  trunk error of the tests' recipe-weight r18 (weights that fill their range), 320x320:
+    8-bit weights 1.9 % with VNNI, 7.2 % without (what failed on an AMD Zen 3);
+    7-bit weights 2.3 % with VNNI and 2.3 % without (the same outputs, bit for bit);
+  AP50:95 of the trained demo model, first 16 val images: fp32 0.6262; 8-bit 0.6296 / 0.6286
+    (with / without VNNI); 7-bit 0.6239 / 0.6239.
+  The whole val split (60 images), with VNNI: PyTorch and fp32 0.6522; 7-bit ONNX Runtime 0.6511,
+    OpenVINO 0.6515; 8-bit 0.6534, 0.6514: the seventh bit is worth ~0.001 AP there.
+int8 activations (`activations="int8"`, which ONNX Runtime's kernels multiply without
+saturating) were rejected: OpenVINO runs them badly (AP 0.27 against 0.63 on the tests' tiny
+model) and oneDNN shifts them to uint8 on CPUs without VNNI anyway.
+Latency with VNNI (rtdetrv2_r18vd 640x640, batch 1, 2 threads, interleaved): ONNX Runtime fp32
+240 ms, int8 179 ms with 8-bit weights and 194 ms with 7-bit (1.34x and 1.24x over fp32);
+OpenVINO int8 122 and 120 ms. `reduce_range=False` gives the 8-bit file, for CPUs with VNNI
+(or ARM's dot products) only.
 
 Calibration feeds images pre-processed exactly as the predictor does (`preprocess`: PIL
 bilinear resize to the graph's size, / 255), one at a time, with their (w, h) as
