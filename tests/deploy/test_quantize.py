@@ -222,6 +222,7 @@ def test_bad_calibration_input_is_a_one_line_value_error(recipe, tmp_path):
         r"a\.png: not an image": dict(calibration=broken),
         "takes 320x320 inputs": dict(calibration=[noise_image(0)], imgsz=640),
         "method must be": dict(calibration=[noise_image(0)], method="kl"),
+        "activations must be": dict(calibration=[noise_image(0)], activations="uint4"),
     }
     for message, kwargs in cases.items():
         with pytest.raises(ValueError, match=message) as info:

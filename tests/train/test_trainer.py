@@ -170,3 +170,20 @@ def test_a_spent_time_budget_stops_after_the_step_and_evaluates(data, tmp_path):
     state = torch.load(result.run_dir / "weights" / "last.pt", weights_only=True)["trainer"]
     assert state["global_step"] == 1 and state["epochs"] == 1
     assert (result.run_dir / "weights" / "best.pt").is_file()
+
+
+def test_bf16_autocast_on_a_cpu_without_bf16_says_so(data):
+    from rtdetr.cpu import detect, set_cpu_capabilities
+    from tests.test_cpu import SAPPHIRE_RAPIDS, ZEN3
+    cfg = TrainConfig.from_kwargs(data=str(data), amp="bf16", **SMALL)
+    try:
+        set_cpu_capabilities(detect(ZEN3, "x86_64"))
+        with pytest.warns(RuntimeWarning, match=r"without native bf16 \(AVX512_BF16 or AMX-BF16 missing\)"):
+            Trainer(cfg)
+        set_cpu_capabilities(detect(SAPPHIRE_RAPIDS, "x86_64"))
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            Trainer(cfg)
+    finally:
+        set_cpu_capabilities(None)
