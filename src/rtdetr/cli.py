@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help=cmd_demo.__doc__)
     p.add_argument("--out", default="runs/demo", help="folder for the data, the run and the pictures")
     p.add_argument("--minutes", type=float, default=None,
-                   help="training time budget; the epochs follow from it (default 8.5, or none with --epochs)")
+                   help="training time budget; the epochs follow from it (default 9.2, or none with --epochs)")
     p.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs instead of the time budget")
     p.add_argument("--imgsz", type=int, default=224)
     p.add_argument("--workers", type=int, default=1)
