@@ -187,3 +187,11 @@ def test_bf16_autocast_on_a_cpu_without_bf16_says_so(data):
             Trainer(cfg)
     finally:
         set_cpu_capabilities(None)
+
+
+def test_resume_with_more_epochs_continues_to_them(data, tmp_path):
+    """Without a time budget the resumed run's `epochs` decides (the saved plan does not)."""
+    train(data=str(data), epochs=1, project=str(tmp_path), name="more", **SMALL)
+    more = train(data=str(data), epochs=2, project=str(tmp_path), name="more", resume=True, **SMALL)
+    assert more.epochs_run == 2
+    assert torch.load(more.run_dir / "weights" / "last.pt", weights_only=True)["trainer"]["global_step"] == 6

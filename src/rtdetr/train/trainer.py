@@ -317,7 +317,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
         self.state.update(ckpt["trainer"])
-        self.state.setdefault("epochs", self.cfg.epochs)
+        if self.cfg.time is None:  # only a time budget's plan outlives the run; else --epochs decides
+            self.state["epochs"] = self.cfg.epochs
         self.schedule = replace(self.schedule, epochs=self.state["epochs"])
         set_rng_state(ckpt["rng"])
         self._trim_step_log()
