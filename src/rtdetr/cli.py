@@ -46,9 +46,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the synthetic shapes data set, train the small demo model on the CPU, evaluate, predict."""
-    from .demo import TRAIN_MINUTES, run_demo
-    minutes = args.minutes if args.minutes is not None else (None if args.epochs else TRAIN_MINUTES)
-    run_demo(args.out, seed=args.seed, epochs=args.epochs, minutes=minutes, imgsz=args.imgsz, workers=args.workers)
+    from .demo import run_demo
+    run_demo(args.out, seed=args.seed, epochs=args.epochs, minutes=args.minutes, imgsz=args.imgsz, workers=args.workers)
     return 0
 
 

@@ -30,16 +30,16 @@ FIRST_PLAN_EPOCHS = 12  # the plan the first epoch's learning rate follows, befo
 
 
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, num_train: int = 300, num_val: int = 60,
-             epochs: int | None = None, minutes: float | None = TRAIN_MINUTES, imgsz: int = 224, batch: int = 8,
+             epochs: int | None = None, minutes: float | None = None, imgsz: int = 224, batch: int = 8,
              workers: int = 1) -> dict:
     """Generate the synthetic shapes, train the demo model on the CPU, evaluate it, and save
     annotated predictions of the validation images. Returns the numbers it printed.
 
-    minutes: training time budget (default TRAIN_MINUTES); epochs: a fixed number of epochs
-    instead (then no budget unless `minutes` is given too).
+    minutes: training time budget; epochs: a fixed number of epochs instead. Neither given:
+    TRAIN_MINUTES; both: the budget plans the epochs and `epochs` is the first epoch's plan.
     """
-    if epochs is not None and minutes == TRAIN_MINUTES:
-        minutes = None
+    if epochs is None and minutes is None:
+        minutes = TRAIN_MINUTES
     budget = None if minutes is None else minutes / 60
     from .api import load_model
     from .data import make_synthetic_dataset

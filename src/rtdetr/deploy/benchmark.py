@@ -61,7 +61,7 @@ from .. import imageio
 from ..cpu import cpu_capabilities
 from ..predict.predictor import Predictor, check_imgsz
 from ..predict.sources import Frame
-from .precision import int8_note
+from .precision import int8_note, openvino_precision_problem, torch_bf16_problem
 
 PATHS = ("torch", "torch-fused", "torch-fused-bf16", "onnxruntime", "openvino", "openvino-bf16",
          "onnxruntime-int8", "openvino-int8", "openvino-int8-bf16")
@@ -201,7 +201,6 @@ def check_paths(paths: Sequence[str]) -> list[str]:
 def missing(path: str) -> str | None:
     """Why `path` cannot run here (a package, the int8 quantizer or an instruction set missing),
     or None if it can."""
-    from .precision import openvino_precision_problem, torch_bf16_problem
     for module in _NEEDS.get(path, ()):
         if importlib.util.find_spec(module) is None:
             return f"needs the {module} package (pip install {module})"
@@ -615,7 +614,7 @@ def format_table(report: BenchmarkReport) -> str:
     lines = [f"{report.model} (weights: {report.weights}), {h}x{w}, {report.threads} threads, "
              f"{report.runs} runs after {report.warmup} warm-up, interleaved; picture "
              f"{report.image['width']}x{report.image['height']} {report.image['format']}",
-             f"{m['cpu']}: {m['cpu_capabilities']['summary']} ({m['usable_cores']} usable cores; other processes used "
+             f"{m['cpu']}: {m.get('cpu_capabilities', {}).get('summary', '?')} ({m['usable_cores']} usable cores; other processes used "
              f"{_cores(m.get('other_load_cores'))} while timing), torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"]
     head = (f"{'path':<20}{'decode':>8}{'pre':>8}{'infer':>9}{'post':>8}{'e2e':>9}{'p95':>9}{'p99':>9}"
