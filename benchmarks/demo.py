@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from rtdetr.demo import run_demo
+from rtdetr.cli.demo import run_demo
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def make_sets(root: Path) -> dict[str, Path]:
 
 
 def train_cli(data: Path, project: Path, name: str, epochs: int) -> dict:
-    cmd = [sys.executable, "-m", "rtdetr.cli", "train", "--data", str(data), "--model", "demo", "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "rtdetr.cli.app", "train", "--data", str(data), "--model", "demo", "--epochs", str(epochs),
            "--batch", "8", "--imgsz", "224", "--lr-schedule", "cosine", "--workers", "1", "--project", str(project),
            "--name", name, "--exist-ok"]
     started = time.time()

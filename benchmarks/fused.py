@@ -34,9 +34,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import rtdetr
-from rtdetr.deploy import optimize_for_inference
-from rtdetr.deploy.precision import torch_bf16_problem
-from rtdetr.memory import reuse_large_allocations
+from rtdetr.runtime import optimize_for_inference
+from rtdetr.runtime.precision import torch_bf16_problem
+from rtdetr.core.memory import reuse_large_allocations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.recipe import recipe_tensor  # noqa: E402
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the default optimized model")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fused.json")
     args = parser.parse_args()
-    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.core.memory)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

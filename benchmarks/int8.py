@@ -1,4 +1,4 @@
-"""INT8 post-training quantisation (`rtdetr.deploy.quantize_int8`): latency and accuracy per runtime.
+"""INT8 post-training quantisation (`rtdetr.export.quantize_int8`): latency and accuracy per runtime.
 
     .venv/bin/python benchmarks/int8.py                         # both parts, ~20 min on 2 busy cores
     .venv/bin/python benchmarks/int8.py --skip-accuracy --runs 15
@@ -40,11 +40,12 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
 import rtdetr
-from rtdetr.deploy import OnnxRuntimeModel, OpenVinoModel, export_onnx, optimize_for_inference
-from rtdetr.deploy.precision import openvino_precision_problem
-from rtdetr.deploy.quantize import ImageReader, _calibration_sources, quantize_int8
-from rtdetr.eval.validate import val
-from rtdetr.memory import reuse_large_allocations
+from rtdetr.export import export_onnx
+from rtdetr.runtime import OnnxRuntimeModel, OpenVinoModel, optimize_for_inference
+from rtdetr.runtime.precision import openvino_precision_problem
+from rtdetr.export.quantize import ImageReader, _calibration_sources, quantize_int8
+from rtdetr.api import val
+from rtdetr.core.memory import reuse_large_allocations
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fused import recipe_model  # noqa: E402
@@ -195,7 +196,7 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8.json")
     args = parser.parse_args()
-    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.core.memory)
     if not args.skip_accuracy and not Path(args.weights).is_file():
         parser.error(f"{args.weights}: no such checkpoint; train the demo model first "
                      f"(`rtdetr demo --out /tmp/demo2`), or pass --weights/--data/--calib, or --skip-accuracy")

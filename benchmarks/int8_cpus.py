@@ -76,7 +76,7 @@ def record_and_evaluate(graph: Path, data: str, replay: dict | None = None, feed
     from rtdetr.data import load_dataset
     from rtdetr.data.collate import collate_fn
     from rtdetr.data.transforms import val_transforms
-    from rtdetr.deploy import OnnxRuntimeModel
+    from rtdetr.runtime import OnnxRuntimeModel
     from rtdetr.eval.coco_eval import CocoEvaluator
     from rtdetr.eval.validate import evaluate
 
@@ -133,8 +133,8 @@ def trunk_errors(recipes: list[str], emulate: bool, tmp: Path) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fused import recipe_model
 
-    from rtdetr.deploy import export_onnx
-    from rtdetr.deploy.quantize import quantize_int8
+    from rtdetr.export import export_onnx
+    from rtdetr.export.quantize import quantize_int8
     from tests.recipe import recipe_image
 
     size = 320
@@ -174,7 +174,7 @@ def trunk_errors(recipes: list[str], emulate: bool, tmp: Path) -> list[dict]:
 
 def latency(fp32: Path, graphs: dict[str, Path], size: tuple[int, int], runs: int) -> dict[str, dict]:
     """Median ms per recipe and runtime on this CPU, interleaved (batch 1, 2 threads)."""
-    from rtdetr.deploy import OnnxRuntimeModel, OpenVinoModel
+    from rtdetr.runtime import OnnxRuntimeModel, OpenVinoModel
     models = {"onnxruntime fp32": OnnxRuntimeModel(fp32, threads=2)}
     for name, g in graphs.items():
         models[f"onnxruntime int8 {name}"] = OnnxRuntimeModel(g, threads=2)
@@ -214,9 +214,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import rtdetr
-    from rtdetr.cpu import cpu_capabilities
-    from rtdetr.deploy import export_onnx
-    from rtdetr.deploy.quantize import quantize_int8
+    from rtdetr.core.cpu import cpu_capabilities
+    from rtdetr.export import export_onnx
+    from rtdetr.export.quantize import quantize_int8
 
     caps = cpu_capabilities()
     result = {"cpu": caps.to_dict(), "emulated": f"qemu-x86_64 -cpu {EMULATED}", "weights": args.weights,
@@ -241,8 +241,8 @@ def main() -> None:
 def accuracy(args, tmp: Path) -> list[dict]:
     """AP50:95 of the fp32 graph and of each recipe's int8 graph, here and emulated."""
     import rtdetr
-    from rtdetr.deploy import export_onnx
-    from rtdetr.deploy.quantize import quantize_int8
+    from rtdetr.export import export_onnx
+    from rtdetr.export.quantize import quantize_int8
     net = rtdetr.load_model(args.weights)
     fp32 = export_onnx(net, tmp / "fp32.onnx", imgsz=args.imgsz)
     feeds = tmp / "feeds.npz"

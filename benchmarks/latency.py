@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import rtdetr
-from rtdetr.memory import reuse_large_allocations
+from rtdetr.core.memory import reuse_large_allocations
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency.json")
     args = parser.parse_args()
-    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.core.memory)
 
     torch.set_num_threads(args.threads)
     x = torch.rand(args.batch, 3, *args.size)

@@ -1,4 +1,4 @@
-"""glibc's default malloc thresholds vs `rtdetr.memory.reuse_large_allocations()`, CPU latency.
+"""glibc's default malloc thresholds vs `rtdetr.core.memory.reuse_large_allocations()`, CPU latency.
 
     .venv/bin/python benchmarks/malloc.py                  # rtdetrv2_r18vd, 640x640, 2 threads
     .venv/bin/python benchmarks/malloc.py --model rtdetrv2_r50vd --batches 1 2
@@ -29,7 +29,7 @@ def measure(model_name: str, batches: list[int], runs: int, threads: int) -> dic
     import torch
 
     import rtdetr
-    from rtdetr.memory import reuse_large_allocations
+    from rtdetr.core.memory import reuse_large_allocations
     reused = reuse_large_allocations()
     torch.set_num_threads(threads)
     model = rtdetr.load_model(model_name, weights=None).eval()

@@ -17,7 +17,7 @@ pre-processed as the predictor does), under torch.inference_mode:
   torch-fused       what our predictor runs by default (`optimize_for_inference` copy, float32)
   onnxruntime, openvino, openvino-bf16, *-int8   our ONNX export (raw outputs, no
                     post-processing in the graph, as the models above) in those runtimes
-Post-processing is left out on both sides. Timed interleaved (`rtdetr.deploy.benchmark.interleaved`:
+Post-processing is left out on both sides. Timed interleaved (`rtdetr.bench.benchmark.interleaved`:
 round robin, order rotated each iteration, a short idle pause before each call), warm-up
 excluded. Prints p50 / p95 and ratios to our eager model and to Hugging Face's; writes JSON
 (default benchmarks/results/vs_transformers.json).
@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 import rtdetr
-from rtdetr.deploy.benchmark import (PAUSE, Exports, OtherLoad, Stats, available_paths, build_predictor,
+from rtdetr.bench.benchmark import (PAUSE, Exports, OtherLoad, Stats, available_paths, build_predictor,
                                      busy_note, check_paths, decode_image, interleaved, machine_info, model_call,
                                      synthetic_picture, timed, torch_threads)
-from rtdetr.memory import reuse_large_allocations
+from rtdetr.core.memory import reuse_large_allocations
 from rtdetr.predict.predictor import preprocess
 
 HF = "hf-eager"
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the exports go (default: temporary)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vs_transformers.json")
     args = parser.parse_args()
-    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.memory)
+    reuse_large_allocations()  # as rtdetr's command line, predictor and trainer do (rtdetr.core.memory)
 
     paths = check_paths(args.paths) if args.paths else [p for p in DEFAULT_PATHS if p in available_paths()]
     imgsz = (args.imgsz, args.imgsz)

@@ -20,8 +20,10 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr import CheckpointError, hub, zoo
-from rtdetr.cli import main
+from rtdetr import CheckpointError
+from rtdetr.core import hub
+from rtdetr.models import zoo
+from rtdetr.cli.app import main
 from tests.recipe import load_reference, recipe_image, recipe_state_dict
 
 ARCH = "rtdetrv2_r18vd"
@@ -66,7 +68,7 @@ def official_full(name: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-V1_TO_OURS = [  # written out here, independently of rtdetr.checkpoint
+V1_TO_OURS = [  # written out here, independently of rtdetr.models.weights
     (r"^encoder\.input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
     (r"^encoder\.input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
     (r"^decoder\.enc_output\.0\.", "decoder.enc_output.proj."),
@@ -193,7 +195,7 @@ def test_official_v2_layouts_match_direct_load(layout, save, v2_reference):
 def test_solver_state_with_counter_loads_under_weights_only(save):
     # The Counter inside the MultiStepLR state is the one non-tensor global in official solver files.
     path = save({"model": official_full(ARCH), **solver_extras()})
-    ckpt = rtdetr.checkpoint.read_checkpoint(path)
+    ckpt = rtdetr.models.weights.read_checkpoint(path)
     assert isinstance(ckpt["lr_scheduler"]["milestones"], collections.Counter)
     assert ckpt["last_epoch"] == 119
 
@@ -381,7 +383,7 @@ def test_every_truncation_of_a_small_checkpoint(legacy, tmp_path):
     for n in range(1, len(data)):
         path.write_bytes(data[:n])
         try:
-            rtdetr.checkpoint.read_checkpoint(path)
+            rtdetr.models.weights.read_checkpoint(path)
         except CheckpointError as e:
             msg = str(e)
             assert "\n" not in msg and str(path) in msg, msg

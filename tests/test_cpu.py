@@ -1,9 +1,9 @@
-"""`rtdetr.cpu`: the capability report, read from /proc/cpuinfo texts of the CPU kinds people have."""
+"""`rtdetr.core.cpu`: the capability report, read from /proc/cpuinfo texts of the CPU kinds people have."""
 from __future__ import annotations
 
 import pytest
 
-from rtdetr.cpu import CpuCapabilities, cpu_capabilities, detect, set_cpu_capabilities
+from rtdetr.core.cpu import CpuCapabilities, cpu_capabilities, detect, set_cpu_capabilities
 
 # Flags lines as the Linux kernel prints them (shortened to the flags that matter plus some others).
 ZEN3 = """processor\t: 0

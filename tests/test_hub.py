@@ -1,4 +1,4 @@
-"""Tests for `rtdetr.hub` against a local HTTP server on 127.0.0.1 (no other address is used)."""
+"""Tests for `rtdetr.core.hub` against a local HTTP server on 127.0.0.1 (no other address is used)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rtdetr import hub
-from rtdetr.hub import WeightsDownloadError, cache_dir, download
+from rtdetr.core import hub
+from rtdetr.core.hub import WeightsDownloadError, cache_dir, download
 
 DATA = bytes((i * 7 + i // 251) % 256 for i in range(300_000))  # ~300 kB of non-periodic bytes
 NAME = "rtdetrv2_test.pth"

@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from rtdetr.memory import reuse_large_allocations
+from rtdetr.core.memory import reuse_large_allocations
 
 PROBE = """
 import resource, sys, torch
-from rtdetr.memory import reuse_large_allocations
+from rtdetr.core.memory import reuse_large_allocations
 raised = reuse_large_allocations()
 torch.empty(16 * 1024 * 1024).fill_(1.0)   # warm: the first 64 MB always faults in
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

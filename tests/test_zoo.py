@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.checkpoint import normalise_keys
-from rtdetr.zoo import ZOO
+from rtdetr.models.weights import normalise_keys
+from rtdetr.models.zoo import ZOO
 from tests.recipe import OFFICIAL, load_reference
 
 OFFICIAL_NAMES = {

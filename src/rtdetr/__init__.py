@@ -1,15 +1,40 @@
-"""rtdetr: real-time end-to-end transformer object detection (RT-DETR v1 and v2)."""
-from .api import load_model, save_checkpoint
-from .checkpoint import CheckpointError
-from .deploy.fuse import optimize_for_inference
-from .config import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
-from .nn.detector import RTDETR, build_model
-from .nn.postprocess import postprocess
-from .predict import Boxes, ImageReadError, Predictor, PredictWarning, Result, SourceError
-from .zoo import create_model, list_models
+"""rtdetr: real-time end-to-end transformer object detection (RT-DETR v1 and v2).
+
+    import rtdetr
+    det = rtdetr.load_model("rtdetrv2_r18vd")      # a Detector: predict, val, train, export, benchmark, save
+
+Names load on first use, so that `import rtdetr` (and the `rtdetr` command's start) costs
+almost nothing until a model is needed.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "RTDETR", "BackboneConfig", "Boxes", "ImageReadError", "Predictor", "PredictWarning", "Result", "SourceError", "CheckpointError", "DecoderConfig", "EncoderConfig", "ModelConfig",
-    "build_model", "create_model", "list_models", "load_model", "optimize_for_inference", "postprocess", "save_checkpoint",
-]
+
+# public name -> the module that defines it
+_NAMES = {
+    "Detector": "rtdetr.api", "load_model": "rtdetr.api", "save_checkpoint": "rtdetr.api", "val": "rtdetr.api",
+    "BackboneConfig": "rtdetr.models.config", "DecoderConfig": "rtdetr.models.config",
+    "EncoderConfig": "rtdetr.models.config", "ModelConfig": "rtdetr.models.config",
+    "create_model": "rtdetr.models.zoo", "list_models": "rtdetr.models.zoo",
+    "RTDETR": "rtdetr.models.nn.detector", "build_model": "rtdetr.models.nn.detector",
+    "postprocess": "rtdetr.models.postprocess",
+    "CheckpointError": "rtdetr.core.errors", "ImageReadError": "rtdetr.core.errors",
+    "optimize_for_inference": "rtdetr.runtime.fused",
+    "Boxes": "rtdetr.predict.results", "Result": "rtdetr.predict.results", "Predictor": "rtdetr.predict.predictor",
+    "PredictWarning": "rtdetr.predict.predictor", "SourceError": "rtdetr.predict.sources",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rtdetr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])

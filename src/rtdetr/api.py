@@ -1,105 +1,207 @@
-"""The user-facing entry point: `load_model`."""
+"""The user-facing entry point: `load_model` gives a `Detector`, which predicts, evaluates, trains,
+exports, benchmarks and saves.
+
+    import rtdetr
+    det = rtdetr.load_model("rtdetrv2_r18vd")         # official COCO weights, downloaded once
+    results = det.predict("photos/", conf=0.5)          # list of Result
+    metrics = det.val("data/my_set")                    # EvalResult (COCO AP)
+    det.train(data="data/my_set", epochs=12)            # fine-tunes (the recipe's other defaults), then holds best.pt
+    det.export("model.onnx")                            # post-processing inside
+    out = det.model(x)                                  # the nn.Module: {'pred_logits', 'pred_boxes'}
+"""
 from __future__ import annotations
 
-import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from . import zoo
-from .checkpoint import CheckpointError, extract_state_dict, load_weights, num_classes_of, read_checkpoint
-from .config import ModelConfig
-from .hub import download
-from .nn.detector import RTDETR, build_model
-from .train.checkpoints import save_atomic
+from rtdetr.core.sizes import check_imgsz
+from rtdetr.models.weights import OFFICIAL, load_network, resolve_weights, save_checkpoint
 
-OFFICIAL = "official"
+__all__ = ["EXPORTED_SUFFIXES", "OFFICIAL", "Detector", "load_model", "resolve_weights", "save_checkpoint", "val"]
+
 EXPORTED_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
+RUNTIME_OPTIONS = ("runtime", "precision", "threads")
+
+
+class Detector:
+    """A detector with what it needs to be used: the network (`model`: an `RTDETR` nn.Module, or an
+    exported graph run by ONNX Runtime / OpenVINO / TensorRT), its class names and data-set
+    category ids, and where it came from (`source`).
+
+    Attributes the network has (`cfg`, `num_classes`, `decoder`, `parameters()`, `state_dict()`,
+    ...) are reachable on the detector itself; `det(x)` is `det.model(x)`.
+    """
+
+    def __init__(self, model, *, class_names: list[str] | None = None, category_ids: list[int] | None = None,
+                 source: str | Path | None = None):
+        self.model = model
+        self.class_names = list(class_names) if class_names is not None else getattr(model, "class_names", None)
+        self.category_ids = list(category_ids) if category_ids is not None else getattr(model, "category_ids", None)
+        self.source = str(source) if source is not None else getattr(getattr(model, "cfg", None), "name", None)
+
+    # ------------------------------------------------------------------ the network
+    @property
+    def is_exported(self) -> bool:
+        return not isinstance(self.model, nn.Module)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def imgsz(self) -> tuple[int, int] | None:
+        """The one input size the model takes (an exported graph of fixed size), else None (any)."""
+        return getattr(self.model, "imgsz", None)
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name == "model":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def to(self, device) -> Detector:
+        self.model = self.model.to(device)
+        return self
+
+    def eval(self) -> Detector:
+        self.model.eval()
+        return self
+
+    def __repr__(self) -> str:
+        names = f"{len(self.class_names)} named classes" if self.class_names else f"{self.num_classes} classes"
+        return f"Detector({self.source}: {type(self.model).__name__}, {names})"
+
+    # ------------------------------------------------------------------ the verbs
+    def predict(self, source, **kwargs):
+        """Detections on images, folders, globs, videos, arrays or tensors: a list of `Result`
+        (a generator with stream=True). Keyword arguments: `rtdetr.predict.Predictor`'s and its call's."""
+        from rtdetr.predict import predict
+        return predict(self, source, **kwargs)
+
+    def val(self, data: str | Path, split: str = "val", *, imgsz: int | tuple[int, int] | None = None,
+            batch: int = 8, workers: int = 2, device: str | torch.device = "cpu"):
+        """COCO metrics (`EvalResult`) on one split of a data set (COCO, YOLO or VOC folder)."""
+        from rtdetr.eval.validate import validate
+        if not self.is_exported:
+            self.model.to(device)
+        return validate(self, data, split, imgsz=imgsz, batch=batch, workers=workers, device=device)
+
+    def train(self, data: str | Path, **kwargs):
+        """Fine-tune this detector on a data set; returns the run's `TrainResult`.
+
+        Training starts from this detector's weights; afterwards the detector holds the run's best
+        weights (`best.pt`, else `last.pt`) and the data set's class names, as Ultralytics' `Model`
+        does. Keyword arguments are `rtdetr train`'s (`rtdetr.train.TrainConfig` fields); what is
+        not given comes from the architecture's official recipe (custom architectures: the default one).
+        """
+        from rtdetr.models import zoo
+        from rtdetr.train.trainer import train
+        if self.is_exported:
+            raise TypeError(f"{self.source}: an exported graph cannot be trained; load the checkpoint instead")
+        if self.model.cfg.name in zoo.ZOO:
+            kwargs.setdefault("model", self.model.cfg.name)
+        device = next(self.model.parameters()).device
+        result = train(initial_model=self, data=str(data), **kwargs)
+        weights = result.run_dir / "weights"
+        best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+        if best.is_file():
+            net, meta = load_network(best)
+            self.model, self.class_names, self.category_ids = net.to(device), meta["class_names"], meta["category_ids"]
+            self.source = str(best)
+        return result
+
+    def export(self, path: str | Path | None = None, format: str = "onnx", imgsz: int | tuple[int, int] = 640, *,
+               int8: bool = False, calibration=None, **options) -> str:
+        """Write this detector for a deployment runtime; returns the written file's path.
+
+        format: "onnx" (post-processing inside; run it with `rtdetr.load_model(path)`) or
+                "openvino" (the ONNX graph plus its OpenVINO IR `.xml`; returns the `.xml`)
+        path:   the .onnx file (default: `<model name>.onnx` in the current folder)
+        int8:   also quantise it to int8 (`rtdetr.export.quantize_int8`, calibrated on
+                `calibration`: a folder of images or a data set folder) and return that file
+        options: those of `rtdetr.export.export_onnx` (opset, dynamic_hw, postprocess, num_top, decoder_layers, ...)
+        """
+        from rtdetr.export import export_onnx, quantize_int8, save_openvino
+        if format not in ("onnx", "openvino"):
+            raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
+        if int8 and calibration is None:
+            raise ValueError("int8=True needs calibration images: calibration='folder/' (or a data set folder)")
+        if self.is_exported:
+            raise TypeError(f"{self.source} is exported already")
+        onnx_path = export_onnx(self, path or f"{self.model.cfg.name}.onnx", imgsz=check_imgsz(imgsz), **options)
+        if int8:
+            onnx_path = quantize_int8(onnx_path, calibration=calibration,
+                                      imgsz=imgsz if options.get("dynamic_hw") else None)
+        return str(save_openvino(onnx_path) if format == "openvino" else onnx_path)
+
+    def benchmark(self, paths=None, **kwargs):
+        """End-to-end latency of inference paths, interleaved (`rtdetr.bench.run_benchmark`); a `BenchmarkReport`."""
+        from rtdetr.bench import run_benchmark
+        return run_benchmark(self, paths, **kwargs)
+
+    def save(self, path: str | Path, **extra) -> Path:
+        """Write the network in the library's own checkpoint format (architecture, class names and
+        category ids inside: `rtdetr.load_model(path)` restores this detector), atomically."""
+        if self.is_exported:
+            raise TypeError(f"{self.source} is an exported graph; its file is {self.model.path}")
+        return save_checkpoint(self.model, path, self.class_names, self.category_ids, **extra)
 
 
 def load_model(model: str | Path, weights: str | Path | None = OFFICIAL, *, num_classes: int | None = None,
                decoder_layers: int | None = None, device: str | torch.device = "cpu",
-               runtime: str | None = None, **runtime_options):
-    """A detector in eval mode, ready for `model(x)` and `rtdetr.predict`.
+               runtime: str | None = None, **runtime_options) -> Detector:
+    """A `Detector` in eval mode, for every kind of model file there is.
 
-    model:   a zoo name (`rtdetr.list_models()`), the path of a checkpoint saved by this
-             library (it carries its architecture and class names), or an exported model
-             (`.onnx` for ONNX Runtime, `.xml` for OpenVINO, `.engine` for TensorRT; `runtime=`
-             and `runtime_options` such as precision="bf16" or threads=2 choose how it runs).
-    weights: "official" (default) downloads the zoo name's released COCO weights once into
+    model:   a zoo name (`rtdetr.list_models()`), the path of a checkpoint saved by this library
+             (it carries its architecture and class names), an official release file (known by its
+             published name), or an exported model (`.onnx` for ONNX Runtime, `.xml` for OpenVINO,
+             `.engine` for TensorRT; `runtime=` and `runtime_options` such as precision="bf16" or
+             threads=2 choose how it runs).
+    weights: for a zoo name: "official" (default) downloads its released COCO weights once into
              the cache; a zoo name downloads that model's weights; a path loads that file
-             (official release files, official training checkpoints, or ours);
-             None gives random initial weights.
+             (official release files, official training checkpoints, or ours); None gives random
+             initial weights.
     num_classes: defaults to what the weights were trained for (80 for COCO).
     decoder_layers: decoder layers run at inference (default: the architecture's own).
     """
     path = Path(model)
     if path.suffix.lower() in EXPORTED_SUFFIXES:
-        from .deploy import load_exported
-        return load_exported(path, runtime=runtime, **runtime_options)
-    if str(model) not in zoo.ZOO and (path.suffix in (".pt", ".pth") or path.exists()):
-        return _load_own_checkpoint(path, decoder_layers, device)
-
-    name = str(model)
-    cfg = zoo.get_config(name, decoder_layers=decoder_layers)
-    if weights is None:
-        net = build_model(cfg.with_classes(num_classes or cfg.num_classes))
-        return net.eval().to(device)
-
-    weights_path = resolve_weights(name if weights == OFFICIAL else weights)
-    ckpt = read_checkpoint(weights_path)
-    sd = extract_state_dict(ckpt, weights_path)
-    file_classes = num_classes_of(sd)
-    cfg = cfg.with_classes(num_classes or file_classes or cfg.num_classes)
-    net = build_model(cfg)
-    load_weights(net, sd, weights_path, cfg.name)
-    _attach_metadata(net, ckpt)
-    return net.eval().to(device)
+        from rtdetr.runtime import load_exported
+        return Detector(load_exported(path, runtime=runtime, **runtime_options), source=path)
+    if runtime is not None or runtime_options:
+        given = "runtime" if runtime is not None else next(iter(runtime_options))
+        raise ValueError(f"{given}= is for exported models (.onnx, .xml, .engine); {model} runs in PyTorch")
+    net, meta = load_network(model, weights, num_classes=num_classes, decoder_layers=decoder_layers)
+    return Detector(net.to(device), **meta, source=model)
 
 
-def resolve_weights(weights: str | Path) -> Path:
-    """A local file for `weights`: an existing path, or a zoo name whose release file is downloaded."""
-    if str(weights) in zoo.ZOO:
-        entry = zoo.get_entry(str(weights))
-        if entry.weights is None:
-            raise ValueError(f"{weights}: no released weights are known for this model")
-        return download(entry.weights.url)
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file (and not a zoo model name; see rtdetr.list_models())")
-    return path
+def val(weights: str | Path, data: str | Path, split: str = "val", imgsz: int | tuple[int, int] | None = None,
+        batch: int = 8, workers: int = 2, device: str = "cpu", decoder_layers: int | None = None, *,
+        runtime: str | None = None, precision: str | None = None, threads: int | None = None):
+    """COCO metrics of a checkpoint saved by rtdetr, or of an exported model, on one split of a data set.
 
-
-def _load_own_checkpoint(path: Path, decoder_layers: int | None, device) -> RTDETR:
-    ckpt = read_checkpoint(path)
-    meta = ckpt.get("rtdetr")
-    if not isinstance(meta, dict) or "config" not in meta:
-        raise CheckpointError(
-            f"{path}: carries no architecture (an official file?); use load_model(NAME, weights='{path}')")
-    cfg = ModelConfig.from_dict(meta["config"])
-    if decoder_layers is not None:
-        cfg = replace(cfg, decoder=replace(cfg.decoder, eval_layers=decoder_layers))
-    net = build_model(cfg)
-    load_weights(net, extract_state_dict(ckpt, path), path, cfg.name)
-    _attach_metadata(net, ckpt)
-    return net.eval().to(device)
-
-
-def _attach_metadata(net: RTDETR, ckpt: dict) -> None:
-    meta = ckpt.get("rtdetr") if isinstance(ckpt.get("rtdetr"), dict) else {}
-    names, ids = meta.get("class_names"), meta.get("category_ids")
-    if names is not None and len(names) != net.num_classes:
-        warnings.warn(f"checkpoint lists {len(names)} class names for {net.num_classes} classes; ignoring them")
-        names = None
-    net.class_names = names
-    # The data set's own category ids (label -> id), for results in COCO format.
-    net.category_ids = list(ids) if ids is not None and len(ids) == net.num_classes else None
-
-
-def save_checkpoint(net: RTDETR, path: str | Path, class_names: list[str] | None = None,
-                    category_ids: list[int] | None = None, **extra) -> Path:
-    """Write `net` in the library's own format (architecture, class names and category ids), atomically."""
-    meta = {"config": net.cfg.to_dict(), "class_names": class_names, "category_ids": category_ids}
-    payload = {"model": net.state_dict(), "rtdetr": meta, **extra}
-    return save_atomic(payload, path)
+    weights: a checkpoint (best.pt, last.pt), or an exported graph: `.onnx` (ONNX Runtime, or
+             runtime="openvino"), `.xml` (OpenVINO), `.engine` (TensorRT)
+    imgsz:   network input size (default: an exported graph's fixed size, else 640)
+    runtime, precision, threads: how an exported graph runs (e.g. runtime="openvino",
+             precision="bf16"); precision="int8" asks for a quantised graph (`quantize_int8`),
+             whose float parts then run in fp32
+    """
+    options = {k: v for k, v in (("runtime", runtime), ("precision", precision), ("threads", threads))
+               if v is not None}
+    want_int8 = options.get("precision") == "int8"
+    if want_int8 and Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
+        del options["precision"]  # the graph is int8 already; the rest of it runs in fp32
+    exported = Path(weights).suffix.lower() in EXPORTED_SUFFIXES
+    det = load_model(weights, **options) if exported else load_model(weights, decoder_layers=decoder_layers,
+                                                                        device=device, **options)
+    if want_int8 and det.model.precision != "int8":
+        raise ValueError(f"{weights}: not a quantised graph (no QuantizeLinear nodes); "
+                         f"make one with rtdetr.export.quantize_int8 or `rtdetr export --int8`")
+    if exported and decoder_layers is not None:
+        det.model._check_decoder_layers(decoder_layers)  # baked into the graph: only its own number works
+    return det.val(data, split, imgsz=imgsz, batch=batch, workers=workers, device=device)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.cli import main
-from rtdetr.deploy import benchmark
-from rtdetr.deploy.benchmark import (PATHS, STAGES, BenchmarkReport, Stats, available_paths, check_agreement,
+from rtdetr.cli.app import main
+from rtdetr.bench import benchmark
+from rtdetr.bench.benchmark import (PATHS, STAGES, BenchmarkReport, Stats, available_paths, check_agreement,
                                      check_paths, decode_image, interleaved, missing, run_benchmark,
                                      synthetic_picture)
 

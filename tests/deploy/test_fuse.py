@@ -21,9 +21,10 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import rtdetr
-from rtdetr.deploy import fold_norm, fuse_repvgg, optimize_for_inference
-from rtdetr.deploy.kernels import OneDNNConv, OneDNNLinear, onednn_available
-from rtdetr.nn.hybrid_encoder import RepVggBlock
+from rtdetr.models.reparam import fold_norm, fuse_repvgg
+from rtdetr.runtime import optimize_for_inference
+from rtdetr.runtime.kernels import OneDNNConv, OneDNNLinear, onednn_available
+from rtdetr.models.nn.hybrid_encoder import RepVggBlock
 from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
 
 TOL = 1e-4

@@ -16,7 +16,8 @@ from rtdetr import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig, bu
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from rtdetr.deploy import OnnxRuntimeModel, export_onnx, op_types, read_metadata  # noqa: E402
+from rtdetr.export import export_onnx, op_types  # noqa: E402
+from rtdetr.runtime import OnnxRuntimeModel, read_metadata  # noqa: E402
 
 SIZE = 160
 TINY = ModelConfig(

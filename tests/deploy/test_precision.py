@@ -1,4 +1,4 @@
-"""Reduced precision only where it runs: each branch of `rtdetr.deploy.precision`, on any machine.
+"""Reduced precision only where it runs: each branch of `rtdetr.runtime.precision`, on any machine.
 
 The capability report is replaced (`set_cpu_capabilities`, and OpenVINO's optimisation
 capabilities by monkeypatch) to take the branch of another kind of CPU: AVX2 only (AMD Zen 3),
@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.cli import main
-from rtdetr.cpu import UnsupportedOnThisCPU, cpu_capabilities, detect, set_cpu_capabilities
-from rtdetr.deploy import benchmark, optimize_for_inference, precision
-from rtdetr.deploy.benchmark import missing, run_benchmark
+from rtdetr.cli.app import main
+from rtdetr.core.cpu import UnsupportedOnThisCPU, cpu_capabilities, detect, set_cpu_capabilities
+from rtdetr.bench import benchmark
+from rtdetr.runtime import optimize_for_inference, precision
+from rtdetr.bench.benchmark import missing, run_benchmark
 from tests.test_cpu import ICELAKE, SAPPHIRE_RAPIDS, ZEN3
 
 AVX2_ONLY, AVX512_NO_BF16, AMX = (detect(t, "x86_64") for t in (ZEN3, ICELAKE, SAPPHIRE_RAPIDS))
@@ -114,7 +115,8 @@ def test_openvino_model_and_predict_command_refuse_bf16(cpu_kind, tmp_path, caps
     pytest.importorskip("openvino")
     from PIL import Image
 
-    from rtdetr.deploy import OpenVinoModel, export_onnx
+    from rtdetr.export import export_onnx
+    from rtdetr.runtime import OpenVinoModel
     graph = export_onnx(demo, tmp_path / "demo.onnx", imgsz=160)
     cpu_kind(AVX2_ONLY, OV_WITHOUT_BF16)
     with pytest.raises(UnsupportedOnThisCPU) as e:

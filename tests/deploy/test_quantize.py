@@ -38,9 +38,10 @@ NEEDS_OPENVINO = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
                                     reason="openvino is not installed (see scripts/setup.sh)")
 RUNTIMES = ["onnxruntime", pytest.param("openvino", marks=NEEDS_OPENVINO)]
 
-from rtdetr.deploy import OnnxRuntimeModel, OpenVinoModel, export_onnx, read_metadata  # noqa: E402
-from rtdetr.deploy.quantize import quantizable_nodes, quantize_int8  # noqa: E402
-from rtdetr.eval.validate import val  # noqa: E402
+from rtdetr.export import export_onnx  # noqa: E402
+from rtdetr.runtime import OnnxRuntimeModel, OpenVinoModel, read_metadata  # noqa: E402
+from rtdetr.export.quantize import quantizable_nodes, quantize_int8  # noqa: E402
+from rtdetr.api import val  # noqa: E402
 
 MODEL = "rtdetrv2_r18vd"
 IMGSZ = 320

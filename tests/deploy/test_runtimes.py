@@ -31,10 +31,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
-from rtdetr.deploy import (  # noqa: E402
-    OnnxRuntimeModel, OpenVinoModel, TensorRTModel, build_engine, export_onnx, load_exported, read_metadata,
-    save_openvino)
-from rtdetr.deploy.precision import openvino_precision_problem  # noqa: E402
+from rtdetr.export import export_onnx, save_openvino  # noqa: E402
+from rtdetr.runtime import OnnxRuntimeModel, OpenVinoModel, TensorRTModel, build_engine, load_exported, read_metadata  # noqa: E402
+from rtdetr.runtime.precision import openvino_precision_problem  # noqa: E402
 
 MODELS = ["rtdetrv2_r18vd", "rtdetr_r18vd", "rtdetrv2_r18vd_dsp"]
 RUNTIMES = {
@@ -234,7 +233,7 @@ def test_predict_command_runtime_options(small, capsys):
 
     from PIL import Image
 
-    from rtdetr.cli import main
+    from rtdetr.cli.app import main
     picture = small.tmp / "p.png"
     Image.fromarray((np.random.default_rng(3).random((90, 120, 3)) * 255).astype(np.uint8)).save(picture)
     found = {}

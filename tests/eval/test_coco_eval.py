@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rtdetr.distributed import is_main
+from rtdetr.core.distributed import is_main
 from rtdetr.eval import CocoEvaluator, EvalResult
 from rtdetr.eval.result import SUMMARY
 

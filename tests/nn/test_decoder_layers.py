@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.zoo import get_config
+from rtdetr.models.zoo import get_config
 
 
 def truncated_copy(model: rtdetr.RTDETR, k: int) -> rtdetr.RTDETR:

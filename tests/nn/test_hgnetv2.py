@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from rtdetr.nn.hgnetv2 import HGNetv2
+from rtdetr.models.nn.hgnetv2 import HGNetv2
 from tests.recipe import load_reference, recipe_image, recipe_state_dict
 
 PREFIX = "backbone."

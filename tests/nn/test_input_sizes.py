@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.checkpoint import load_weights, normalise_keys
-from rtdetr.nn.deformable_attention import sample_discrete
-from rtdetr.nn.position import generate_anchors, sincos_position_embedding
+from rtdetr.models.weights import load_weights, normalise_keys
+from rtdetr.models.nn.deformable_attention import sample_discrete
+from rtdetr.models.nn.position import generate_anchors, sincos_position_embedding
 from tests.nn.test_official_parity import match_queries
 from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
 

@@ -11,10 +11,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import rtdetr
-from rtdetr.checkpoint import normalise_keys
-from rtdetr.coco import COCO_CATEGORY_IDS
-from rtdetr.nn import deformable_attention
-from rtdetr.nn.postprocess import postprocess
+from rtdetr.models.weights import normalise_keys
+from rtdetr.core.coco_names import COCO_CATEGORY_IDS
+from rtdetr.models.nn import deformable_attention
+from rtdetr.models.postprocess import postprocess
 from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
 
 FIXTURE_MODELS = sorted(p.name.removesuffix(".json") for p in OFFICIAL.glob("*.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 import rtdetr
-from rtdetr.nn.denoising import build_denoising_groups
+from rtdetr.models.nn.denoising import build_denoising_groups
 from rtdetr.train import HungarianMatcher, RTDETRCriterion
 
 

@@ -8,22 +8,13 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr import cli
-from rtdetr.predict import cli as predict_cli
+from rtdetr.cli import app as cli
+from rtdetr.cli import predict as predict_cli
 from tests.predict.conftest import ColourDetector, moving_square_frames, picture, save_picture, write_video
 
 
 def run_cli(argv: list[str], monkeypatch) -> int:
-    """`rtdetr ARGV` through the real `rtdetr.cli.main` (adding `predict` if it is not wired in yet)."""
-    parser = cli.build_parser()
-    if "predict" not in parser._subparsers._group_actions[0].choices:
-        build = cli.build_parser
-
-        def with_predict():
-            p = build()
-            predict_cli.add_predict_command(p._subparsers._group_actions[0])
-            return p
-        monkeypatch.setattr(cli, "build_parser", with_predict)
+    """`rtdetr ARGV` through the real `rtdetr.cli.app.main`."""
     return cli.main(argv)
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import rtdetr
-from rtdetr.deploy.fuse import inference_copy, optimize_for_inference
+from rtdetr.runtime.fused import inference_copy, optimize_for_inference
 from rtdetr.predict import Predictor, PredictWarning, predict
 from rtdetr.predict.predictor import preprocess
 from rtdetr.predict.run import image_ids, next_run_dir
@@ -125,7 +125,7 @@ def test_a_real_rtdetr_end_to_end(tmp_path, random_rtdetr):
     for r in results:
         assert len(r) == 20 and r.boxes.xyxy.shape == (20, 4) and r.scores.shape == (20,)
         assert bool((r.scores[:-1] >= r.scores[1:]).all())
-        assert r.labels.dtype == torch.int64 and all(n in rtdetr.coco.COCO_NAMES for n in r.class_names)
+        assert r.labels.dtype == torch.int64 and all(n in rtdetr.core.coco_names.COCO_NAMES for n in r.class_names)
         assert r.speed["inference"] > 0
     assert len(json.loads((tmp_path / "run" / "predictions.json").read_text())) == 40
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rtdetr.coco import COCO_CATEGORY_IDS, COCO_NAMES
+from rtdetr.core.coco_names import COCO_CATEGORY_IDS, COCO_NAMES
 from rtdetr.predict import Boxes, predict
 from rtdetr.predict.draw import colour
 from tests.predict.conftest import ColourDetector, assert_box, picture

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rtdetr.data import make_synthetic_dataset
-from rtdetr.demo import DEMO_MODEL
+from rtdetr.models.zoo import DEMO_MODEL
 from rtdetr.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]

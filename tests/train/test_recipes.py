@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.checkpoint import normalise_keys
+from rtdetr.models.weights import normalise_keys
 from rtdetr.train.recipes import (MULTI_SCALES, RECIPES, TrainRecipe, build_param_groups, get_recipe,
                                   make_optimizer, official_name)
 

@@ -173,7 +173,7 @@ def test_a_spent_time_budget_stops_after_the_step_and_evaluates(data, tmp_path):
 
 
 def test_bf16_autocast_on_a_cpu_without_bf16_says_so(data):
-    from rtdetr.cpu import detect, set_cpu_capabilities
+    from rtdetr.core.cpu import detect, set_cpu_capabilities
     from tests.test_cpu import SAPPHIRE_RAPIDS, ZEN3
     cfg = TrainConfig.from_kwargs(data=str(data), amp="bf16", **SMALL)
     try:

@@ -19,10 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from .dataset import DetectionDataset, ImageRecord, make_record
-from .images import READ_ERRORS, image_size
-from .problems import DatasetError, Problems
-from .splits import canonical_split, split_names, split_of
+from rtdetr.data.dataset import DetectionDataset, ImageRecord, make_record
+from rtdetr.data.images import READ_ERRORS, image_size
+from rtdetr.data.problems import DatasetError, Problems
+from rtdetr.data.splits import canonical_split, split_names, split_of
 
 ROBOFLOW_FILE = "_annotations.coco.json"
 PROBE_IMAGES = 20  # images tried per candidate folder when looking for the images

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch.nn.functional import interpolate
 
-from .transforms import AugmentConfig, SharedEpoch
+from rtdetr.data.transforms import AugmentConfig, SharedEpoch
 
 
 def collate_fn(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .images import read_image
-from .problems import DatasetError, Problems
+from rtdetr.data.images import read_annotated_image
+from rtdetr.data.problems import DatasetError, Problems
 
 # A box may stick out of its image by this many pixels (rounding in annotation tools) before
 # the clipping counts as a problem; it is clipped either way.
@@ -138,7 +138,7 @@ class DetectionDataset(Dataset):
     def load_image(self, index: int) -> tv_tensors.Image:
         """The image of record `index`: uint8 [3, H, W], RGB, as annotated."""
         r = self.records[index]
-        return read_image(r.path, expected_size=(r.width, r.height))
+        return read_annotated_image(r.path, expected_size=(r.width, r.height))
 
     def get_target(self, index: int) -> dict:
         """The training target of record `index` (crowd/difficult boxes left out), untransformed."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .coco import ROBOFLOW_FILE, coco_json_files, load_coco
-from .dataset import DetectionDataset
-from .problems import DatasetError
-from .splits import canonical_split, split_of
-from .voc import find_voc_root, load_voc, voc_roots, voc_splits
-from .yolo import find_data_yaml, load_yolo, read_data_yaml
+from rtdetr.data.coco import ROBOFLOW_FILE, coco_json_files, load_coco
+from rtdetr.data.dataset import DetectionDataset
+from rtdetr.data.problems import DatasetError
+from rtdetr.data.splits import canonical_split, split_of
+from rtdetr.data.voc import find_voc_root, load_voc, voc_roots, voc_splits
+from rtdetr.data.yolo import find_data_yaml, load_yolo, read_data_yaml
 
 FORMATS = ("coco", "yolo", "voc")
 LOADERS = {"coco": load_coco, "yolo": load_yolo, "voc": load_voc}

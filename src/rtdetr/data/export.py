@@ -19,9 +19,9 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from .dataset import DetectionDataset, ImageRecord
-from .detect import list_splits, load_dataset
-from .problems import DatasetError
+from rtdetr.data.dataset import DetectionDataset, ImageRecord
+from rtdetr.data.detect import list_splits, load_dataset
+from rtdetr.data.problems import DatasetError
 
 
 def _datasets(source, splits: list[str] | None) -> list[DetectionDataset]:

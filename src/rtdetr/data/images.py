@@ -13,8 +13,9 @@ import torch
 from PIL import Image, ImageOps
 from torchvision import tv_tensors
 
-from ..imageio import IMAGE_SUFFIXES, pil_to_rgb
-from .problems import DatasetError
+from rtdetr.core.errors import first_line
+from rtdetr.core.images import IMAGE_SUFFIXES, pil_to_rgb
+from rtdetr.data.problems import DatasetError
 
 ORIENTATION = 0x0112  # EXIF tag
 SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
@@ -48,7 +49,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return image_sizes(path)[1]
 
 
-def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> tv_tensors.Image:
+def read_annotated_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> tv_tensors.Image:
     """Decode an image file to tv_tensors.Image, uint8 [3, H, W], RGB.
 
     expected_size: the (width, height) the annotations were made on. The EXIF-oriented image
@@ -75,6 +76,5 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
     except READ_ERRORS as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetError(f"{path}: cannot read image: {reason}") from None
+        raise DatasetError(f"{path}: cannot read image: {first_line(e)}") from None
     return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous())

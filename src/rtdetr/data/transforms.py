@@ -43,6 +43,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
+from rtdetr.core.sizes import check_imgsz
+
 # The official multi-scale list (`BatchImageCollateFunction`): 640 appears three times.
 DEFAULT_SCALES = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
 
@@ -196,18 +198,11 @@ def sanitize(min_size: float = 1.0) -> T.SanitizeBoundingBoxes:
     return T.SanitizeBoundingBoxes(min_size=min_size, labels_getter=per_box_fields)
 
 
-def _as_hw(size: int | Sequence[int]) -> list[int]:
-    """An int or (height, width) -> [height, width]."""
-    if isinstance(size, int):
-        return [size, size]
-    height, width = size
-    return [int(height), int(width)]
-
 
 def _finish(size: int | Sequence[int]) -> list[Any]:
     """The last, deterministic steps shared by train and val: resize, to float, boxes."""
     return [
-        T.Resize(_as_hw(size)),
+        T.Resize(list(check_imgsz(size, 'size'))),
         T.ToDtype(torch.float32, scale=True),
         ToNormalizedCxcywh(),
     ]

@@ -26,10 +26,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable
 
-from .dataset import DetectionDataset, ImageRecord, make_record
-from .images import IMAGE_SUFFIXES, READ_ERRORS, image_sizes
-from .problems import DatasetError, Problems, warn
-from .splits import canonical_split, split_names
+from rtdetr.data.dataset import DetectionDataset, ImageRecord, make_record
+from rtdetr.data.images import IMAGE_SUFFIXES, READ_ERRORS, image_sizes
+from rtdetr.data.problems import DatasetError, Problems, warn
+from rtdetr.data.splits import canonical_split, split_names
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

@@ -19,10 +19,10 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from .dataset import DetectionDataset, ImageRecord, make_record
-from .images import READ_ERRORS, image_size, is_image_file
-from .problems import DatasetError, Problems
-from .splits import canonical_split, split_names
+from rtdetr.data.dataset import DetectionDataset, ImageRecord, make_record
+from rtdetr.data.images import READ_ERRORS, image_size, is_image_file
+from rtdetr.data.problems import DatasetError, Problems
+from rtdetr.data.splits import canonical_split, split_names
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 
-from ..distributed import all_gather
-from .result import ClassAP, EvalResult
+from rtdetr.core.distributed import all_gather
+from rtdetr.eval.result import ClassAP, EvalResult
 
 # One image's detections, as kept between update() and compute():
 # category ids int64 [k], boxes float64 [k, 4] (x, y, w, h) pixels, scores float64 [k].
@@ -48,7 +48,7 @@ class CocoEvaluator:
     """Collects detections image by image, then scores them against a COCO ground truth.
 
     ground_truth: COCO-format dict (see the module docstring); it is copied, not modified.
-    category_ids: label -> category id (e.g. `rtdetr.coco.COCO_CATEGORY_IDS` for COCO-trained
+    category_ids: label -> category id (e.g. `rtdetr.core.coco_names.COCO_CATEGORY_IDS` for COCO-trained
     models); default: the ground truth's category ids, sorted (the labels of `DetectionDataset`).
     """
 

@@ -1,9 +1,9 @@
 """Prediction: pictures in, `Result`s out.
 
     import rtdetr
-    model = rtdetr.load_model("rtdetrv2_r18vd")
-    results = rtdetr.predict(model, "photos/", conf=0.5, save=True)   # -> runs/predict/exp
-    for r in rtdetr.predict(model, "street.mp4", stream=True):         # a generator, frame by frame
+    det = rtdetr.load_model("rtdetrv2_r18vd")
+    results = det.predict("photos/", conf=0.5, save=True)              # -> runs/predict/exp
+    for r in det.predict("street.mp4", stream=True):                   # a generator, frame by frame
         print(r.boxes.xyxy, r.scores, r.class_names)
 
 Each picture goes through the official pre-processing (a plain bilinear resize to the network
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from time import perf_counter
 
@@ -24,16 +23,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..coco import COCO_CATEGORY_IDS, COCO_NAMES
-from ..deploy.fuse import inference_copy
-from ..nn.detector import RTDETR
-from ..nn.postprocess import postprocess
-from ..imageio import ImageReadError
-from ..memory import reuse_large_allocations
-from .results import Boxes, Result
-from .run import RunWriter, next_run_dir
-from .sources import Failure, Frame, Source, count_pictures, expand, iter_frames
-from .video import is_video
+from rtdetr.core.coco_names import COCO_CATEGORY_IDS, COCO_NAMES
+from rtdetr.runtime.backend import TorchBackend, as_backend
+from rtdetr.core.errors import ImageReadError
+from rtdetr.core.images import preprocess
+from rtdetr.core.sizes import check_imgsz
+from rtdetr.core.memory import reuse_large_allocations
+from rtdetr.predict.results import Boxes, Result
+from rtdetr.predict.run import RunWriter, next_run_dir
+from rtdetr.predict.sources import Failure, Frame, Source, count_pictures, expand, iter_frames
+from rtdetr.predict.video import is_video
 
 
 class PredictWarning(UserWarning):
@@ -51,7 +50,7 @@ class Predictions(list):
 class Predictor:
     """A model with its prediction settings; call it on sources.
 
-    model:  an `RTDETR` (e.g. from `rtdetr.load_model`), or a zoo name / checkpoint path to load
+    model:  a `Detector` (from `rtdetr.load_model`), an `RTDETR` nn.Module, or an exported model
     conf:   keep detections scoring at least this (0 keeps all `max_det`, as for COCO evaluation)
     imgsz:  network input size, an int (square) or (height, width); multiples of 32 (default: the
             model's own size when it has one, else 640)
@@ -59,7 +58,7 @@ class Predictor:
     decoder_layers: decoder layers to run (fewer is faster; default: the model's own)
     max_det: detections considered per picture before `conf` (the official 300)
     device: where to run (default: where the model is); half: float16 autocast on CUDA
-    optimize: run an inference-only copy made by `rtdetr.deploy.optimize_for_inference` (folded
+    optimize: run an inference-only copy made by `rtdetr.runtime.optimize_for_inference` (folded
             norms, fixed-size buffers, trimmed decoder, oneDNN kernels on CPU: about 0.65x the
             time, outputs equal within 1e-4); made once per model, size and decoder exit, and
             remade when the model's weights change. False runs the model itself.
@@ -73,12 +72,11 @@ class Predictor:
                  half: bool = False, exif: bool = True, class_names: list[str] | None = None,
                  category_ids: list[int] | None = None, optimize: bool = True):
         if isinstance(model, (str, Path)):
-            from ..api import load_model
-            model = load_model(model, device=device or "cpu")
+            raise TypeError(f"Predictor takes a model, not {str(model)!r}: rtdetr.load_model({str(model)!r}).predict(...)")
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.model = model.to(self.device).eval()
         if self.device.type == "cpu":
-            reuse_large_allocations()  # see rtdetr.memory: up to 1.4x faster on large activations
+            reuse_large_allocations()  # see rtdetr.core.memory: up to 1.4x faster on large activations
         self.conf, self.max_det, self.exif = float(conf), int(max_det), exif
         # Default: the size an exported or optimised model was built for, else 640.
         self.imgsz = check_imgsz(imgsz if imgsz is not None else (getattr(model, "imgsz", None) or 640))
@@ -86,10 +84,10 @@ class Predictor:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.batch = int(batch)
         self.decoder_layers = check_decoder_layers(model, decoder_layers)
-        self.optimize = optimize and isinstance(model, RTDETR)
         self.half = half and self.device.type == "cuda"
         if half and not self.half:
             warnings.warn(f"half precision needs a CUDA device; running in float32 on {self.device}", PredictWarning)
+        self.backend = as_backend(model, fused=optimize, decoder_layers=self.decoder_layers, half=self.half)
         names = class_names_of(model, class_names)
         self.names: dict[int, str] = dict(enumerate(names))
         if category_ids is None:  # the model's own data set ids, else COCO's for COCO's classes
@@ -164,24 +162,15 @@ class Predictor:
 
     def predict_batch(self, frames: list[Frame]) -> list[Result]:
         """One forward pass over `frames` (pictures [H, W, 3] uint8 RGB of any sizes)."""
-        # The fused copy is made (or found) before the clock starts: making it is set-up, not inference.
-        net = inference_copy(self.model, self.imgsz, self.decoder_layers) if self.optimize else None
+        if isinstance(self.backend, TorchBackend):
+            # The fused copy is made (or found) before the clock starts: making it is set-up, not inference.
+            self.backend.prepare(self.imgsz)
         t0 = perf_counter()
         x = torch.stack([preprocess(f.image, self.imgsz) for f in frames]).to(self.device)
         t1 = self._sync()
         sizes_wh = torch.tensor([[f.image.shape[1], f.image.shape[0]] for f in frames], device=self.device)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
-        with torch.inference_mode(), autocast:
-            if getattr(self.model, "postprocessed", False):  # an exported graph that post-processes itself
-                dets = self.model.detect(x, sizes_wh, num_top=self.max_det)
-            elif net is not None:
-                out = net(x)
-            else:
-                out = self.model(x, num_decoder_layers=self.decoder_layers)
+        dets = self.backend.detect(x, sizes_wh, num_top=self.max_det)  # the network and the post-processing
         t2 = self._sync()
-        if not getattr(self.model, "postprocessed", False):
-            outputs = {k: out[k].float() for k in ("pred_logits", "pred_boxes")}
-            dets = postprocess(outputs, sizes_wh, num_top=self.max_det)
         results = [self._result(f, d) for f, d in zip(frames, dets)]
         t3 = self._sync()
         speed = {k: 1000 * v / len(frames) for k, v in
@@ -217,23 +206,6 @@ def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int,
                      name=name, progress=progress)
 
 
-def preprocess(image: np.ndarray, imgsz: tuple[int, int]) -> torch.Tensor:
-    """The official pre-processing: [H, W, 3] uint8 RGB -> [3, h, w] float in [0, 1], a plain
-    bilinear resize (PIL's, as the official code) to imgsz = (h, w), aspect ratio not kept."""
-    h, w = imgsz
-    resized = Image.fromarray(image).resize((w, h), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255)
-
-
-def check_imgsz(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """(height, width) from an int or a pair; both must be positive multiples of 32."""
-    hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    if len(hw) == 1:
-        hw = (hw[0], hw[0])
-    if len(hw) != 2 or any(int(v) != v or v <= 0 or v % 32 for v in hw):
-        near = ", ".join(f"{max(32, round(v / 32) * 32)}" for v in hw) if len(hw) == 2 else "640"
-        raise ValueError(f"imgsz must be a positive multiple of 32 (or a pair of them), got {imgsz} (try {near})")
-    return int(hw[0]), int(hw[1])
 
 
 def check_decoder_layers(model, n: int | None) -> int | None:

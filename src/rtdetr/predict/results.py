@@ -153,7 +153,7 @@ class Result:
 
     def plot(self, labels: bool = True, scores: bool = True, line_width: int | None = None) -> np.ndarray:
         """The picture with its boxes drawn: [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view)."""
-        from .draw import draw_detections
+        from rtdetr.predict.draw import draw_detections
         texts = None
         if labels or scores:
             texts = [" ".join(t for t in ((n if labels else ""), (f"{s:.2f}" if scores else "")) if t)

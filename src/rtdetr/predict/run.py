@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .results import Result
-from .sources import Failure
-from .video import VideoWriter, frame_rate
+from rtdetr.predict.results import Result
+from rtdetr.predict.sources import Failure
+from rtdetr.predict.video import VideoWriter, frame_rate
 
 
 def next_run_dir(project: str | Path = "runs/predict", name: str = "exp") -> Path:

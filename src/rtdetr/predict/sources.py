@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imageio import IMAGE_SUFFIXES, ImageReadError, array_to_rgb, pil_to_rgb, read_image, tensor_to_rgb
-from .video import VIDEO_SUFFIXES, count_frames, is_video, read_frames
+from rtdetr.core.images import IMAGE_SUFFIXES, ImageReadError, array_to_rgb, pil_to_rgb, read_image, tensor_to_rgb
+from rtdetr.predict.video import VIDEO_SUFFIXES, count_frames, is_video, read_frames
 
 Source = Union[str, Path, Image.Image, np.ndarray, torch.Tensor, list, tuple]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imageio import ImageReadError
+from rtdetr.core.errors import ImageReadError, first_line
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
                             ".wmv", ".flv", ".ts", ".3gp"})
@@ -128,5 +128,5 @@ def _even(img: np.ndarray) -> np.ndarray:
 
 
 def _reason(e: BaseException) -> str:
-    text = (getattr(e, "strerror", None) or str(e)).strip()   # FFmpeg errors: strerror without the errno
-    return text.splitlines()[0] if text else type(e).__name__
+    strerror = getattr(e, "strerror", None)  # FFmpeg errors: strerror, without the errno
+    return first_line(ValueError(strerror) if strerror else e)

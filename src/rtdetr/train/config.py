@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from ..config import ModelConfig
+from rtdetr.models.config import ModelConfig
+from rtdetr.core.sizes import check_imgsz
 
 
 @dataclass
@@ -96,7 +97,7 @@ class TrainConfig:
         if unknown:
             raise TypeError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         if "imgsz" in kwargs:
-            kwargs["imgsz"] = as_size(kwargs["imgsz"])
+            kwargs["imgsz"] = check_imgsz(kwargs["imgsz"])
         if kwargs.get("resume") in ("", "false", "False"):
             kwargs["resume"] = False
         return cls(**kwargs)
@@ -104,14 +105,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def as_size(v) -> tuple[int, int]:
-    """640 -> (640, 640); [640] -> (640, 640); (480, 640) stays."""
-    if isinstance(v, int):
-        return (v, v)
-    v = list(v)
-    h, w = (v[0], v[0]) if len(v) == 1 else v
-    return (int(h), int(w))
 
 
 def defaults() -> dict:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
-from .matcher import HungarianMatcher, Indices
+from rtdetr.train.matcher import HungarianMatcher, Indices
 
 Outputs = dict[str, Any]  # 'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4], optional levels (see module doc)
 Targets = list[dict[str, Tensor]]  # per image: 'labels' int64 [n], 'boxes' [n, 4] cx, cy, w, h

@@ -22,30 +22,31 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .. import zoo
-from ..checkpoint import CheckpointError, extract_state_dict, load_weights, num_classes_of, read_checkpoint
-from ..coco import COCO_NAMES
-from ..config import ModelConfig
-from ..cpu import cpu_capabilities
-from ..data import load_dataset, list_splits
-from ..data.collate import MultiScaleCollate, collate_fn
-from ..data.transforms import AugmentConfig, train_transforms, val_transforms
-from ..eval import CocoEvaluator, EvalResult
-from ..eval.validate import autocast, evaluate
-from ..memory import reuse_large_allocations
-from ..nn.detector import RTDETR, build_model
-from .. import distributed as dist
-from .checkpoints import rng_state, save_atomic, set_rng_state
-from .config import TrainConfig
-from .criterion import RTDETRCriterion
-from .ema import ModelEMA, unwrap
-from .finetune import adapt_class_layers
-from .logger import RunLogger
-from .matcher import HungarianMatcher
-from .recipes import TrainRecipe, build_param_groups, get_recipe
-from .sampler import ResumableSampler
-from .schedule import LRSchedule, apply_lr
-from .seeding import SeededTransforms
+from rtdetr.models import zoo
+from rtdetr.models.weights import (CheckpointError, extract_state_dict, load_weights, num_classes_of, read_checkpoint,
+                                   resolve_weights)
+from rtdetr.core.coco_names import COCO_NAMES
+from rtdetr.models.config import ModelConfig
+from rtdetr.core.cpu import cpu_capabilities
+from rtdetr.data import load_dataset, list_splits
+from rtdetr.data.collate import MultiScaleCollate, collate_fn
+from rtdetr.data.transforms import AugmentConfig, train_transforms, val_transforms
+from rtdetr.eval import CocoEvaluator, EvalResult
+from rtdetr.eval.validate import autocast, evaluate
+from rtdetr.core.memory import reuse_large_allocations
+from rtdetr.models.nn.detector import RTDETR, build_model, module_of
+from rtdetr.core import distributed as dist
+from rtdetr.core.io import rng_state, save_atomic, set_rng_state
+from rtdetr.train.config import TrainConfig
+from rtdetr.train.criterion import RTDETRCriterion
+from rtdetr.train.ema import ModelEMA, unwrap
+from rtdetr.train.finetune import adapt_class_layers
+from rtdetr.train.logger import RunLogger
+from rtdetr.train.matcher import HungarianMatcher
+from rtdetr.train.recipes import TrainRecipe, build_param_groups, get_recipe
+from rtdetr.train.sampler import ResumableSampler
+from rtdetr.train.schedule import LRSchedule, apply_lr
+from rtdetr.train.seeding import SeededTransforms
 
 ExtraLoss = Callable[[SimpleNamespace], dict[str, torch.Tensor]]
 
@@ -73,7 +74,6 @@ def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str]) -> 
     Returns the class names whose score-head rows came from the weights."""
     if cfg.weights is None:
         return []
-    from ..api import resolve_weights
     path = resolve_weights(cfg.model if cfg.weights == "official" else cfg.weights)
     ckpt = read_checkpoint(path)
     meta = ckpt.get("rtdetr") if isinstance(ckpt.get("rtdetr"), dict) else {}
@@ -170,7 +170,7 @@ class Trainer:
         self.extra_losses = list(extra_losses or [])
         self.device = dist.init_distributed(cfg.device)
         if self.device.type == "cpu":
-            reuse_large_allocations()  # see rtdetr.memory: activations without page faults
+            reuse_large_allocations()  # see rtdetr.core.memory: activations without page faults
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp, "bad")
         if self.amp_dtype == "bad":
             raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {cfg.amp!r}")
@@ -216,10 +216,11 @@ class Trainer:
         self.category_ids = self.train_set.category_ids
         self.evaluator = CocoEvaluator.from_dataset(self.val_loader.dataset) if self.val_loader else None
 
-        if self.initial_model is not None:  # model.train(data=...): start from this model's weights
-            model = build_model(self.initial_model.cfg.with_classes(len(self.class_names)))
+        if self.initial_model is not None:  # Detector.train(data=...): start from this model's weights
+            start = module_of(self.initial_model)
+            model = build_model(start.cfg.with_classes(len(self.class_names)))
             if not cfg.resume:
-                load_for_classes(model, self.initial_model.state_dict(), self.initial_model.class_names,
+                load_for_classes(model, start.state_dict(), getattr(self.initial_model, "class_names", None),
                                  self.class_names, "the model given")
         else:
             model = build_model(model_config(cfg, len(self.class_names)))
@@ -581,7 +582,7 @@ def _main_thread() -> bool:
 
 def train(cfg: TrainConfig | None = None, *, initial_model: RTDETR | None = None, **kwargs) -> TrainResult:
     """Train a detector; keyword arguments are `TrainConfig` fields (unknown ones are errors).
-    `initial_model`: start from this model's architecture and weights (`model.train(data=...)`)."""
+    `initial_model`: start from this model's architecture and weights (`Detector.train(data=...)`)."""
     if cfg is None:
         cfg = TrainConfig.from_kwargs(**kwargs)
     elif kwargs:

@@ -1,0 +1,116 @@
+"""`rtdetr train` and `rtdetr val`: every TrainConfig field is a command-line option."""
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from dataclasses import fields
+
+from rtdetr.train.config import TrainConfig, defaults
+
+OPTIONAL_NONE = ("none", "null", "")
+
+
+def _parse_optional(kind):
+    def parse(text: str):
+        return None if text.lower() in OPTIONAL_NONE else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_resume(text: str):
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, typed from its annotation."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        if f.name in ("class_names",):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        default = f.default
+        if f.name == "data":
+            parser.add_argument(flag, required=True, help="data set folder or file (COCO, YOLO data.yaml, VOC)")
+        elif f.name == "imgsz":
+            parser.add_argument(flag, type=int, nargs="+", default=list(default), metavar="SIZE",
+                                help="H W, or one size for square (default %(default)s)")
+        elif f.name == "resume":
+            parser.add_argument(flag, type=_parse_resume, nargs="?", const=True, default=False,
+                                help="resume the run folder's last.pt, or a given last.pt")
+        elif f.name == "model":
+            parser.add_argument(flag, default=default, help="zoo name or 'demo' (default %(default)s)")
+        elif hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif hint in (int, float, str):
+            parser.add_argument(flag, type=hint, default=default, help="(default %(default)s)")
+        else:  # Optional[...] / unions: "none" means None
+            kind = next(a for a in args if a is not type(None))
+            kind = _parse_bool if kind is bool else kind if kind in (int, float, str) else str
+            parser.add_argument(flag, type=_parse_optional(kind), default=default, help="(default %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {k: getattr(args, k) for k in defaults() if hasattr(args, k)}
+    values["data"] = args.data
+    return TrainConfig.from_kwargs(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rtdetr.train.trainer import train
+    result = train(config_from_args(args))
+    if result.best is not None:
+        print(f"best AP50:95 {result.best.ap:.4f}, AP50 {result.best.ap50:.4f} (epoch {result.best_epoch + 1}); "
+              f"weights in {result.run_dir / 'weights'}")
+    return 0
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    from rtdetr.api import val
+    imgsz = None if args.imgsz is None else args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
+    result = val(args.weights, args.data, split=args.split, imgsz=imgsz, batch=args.batch, workers=args.workers,
+                 device=args.device, decoder_layers=args.decoder_layers, runtime=args.runtime,
+                 precision=args.precision, threads=args.threads)
+    print(result.summary())
+    print(result.table())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a detector", description=TrainConfig.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("val", help="COCO metrics of a checkpoint or an exported model on a data set split")
+    p.add_argument("--weights", required=True,
+                   help="a checkpoint saved by rtdetr (best.pt, last.pt), or an exported model (.onnx, .xml)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None,
+                   help="H W, or one size (default: an exported model's own size, else 640)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--decoder-layers", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--runtime", choices=["onnxruntime", "openvino"], default=None,
+                   help="for an .onnx file: which runtime runs it (default onnxruntime; .xml files run on openvino)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default=None,
+                   help="an exported model's precision: OpenVINO's fp32 / bf16 / fp16, or int8 for a graph "
+                        "quantised by `rtdetr export --int8` (its float parts in fp32)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of an exported model's runtime")
+    p.set_defaults(func=cmd_val)
