@@ -474,10 +474,14 @@ def test_own_checkpoint_with_wrong_number_of_names_warns(tmp_path, save):
     assert loaded.class_names is None
 
 
-def test_official_file_as_own_checkpoint_says_what_to_do(official_file):
+def test_official_file_alone_is_recognised_by_its_published_name(official_file, tmp_path):
+    det = rtdetr.load_model(official_file)
+    assert det.cfg.name == ARCH and det.class_names is None
+    renamed = tmp_path / "mine.pth"
+    renamed.write_bytes(official_file.read_bytes())
     with pytest.raises(CheckpointError) as e:
-        rtdetr.load_model(official_file)
-    error_message(e, official_file, "load_model(NAME, weights=")
+        rtdetr.load_model(renamed)
+    error_message(e, renamed, "load_model(NAME, weights=")
 
 
 # ---------------------------------------------------------------- 7. named weights download

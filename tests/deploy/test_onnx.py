@@ -151,7 +151,7 @@ def test_fixed_size_export_rejects_other_sizes_and_bad_options(graphs, tiny, tmp
         export_onnx(tiny, tmp_path / "x.onnx", dynamic_hw=True, dynamo=False)
     with pytest.raises(ValueError, match="opset"):
         export_onnx(tiny, tmp_path / "x.onnx", opset=16)
-    with pytest.raises(ValueError, match="multiples of 32"):
+    with pytest.raises(ValueError, match="multiple of 32"):
         export_onnx(tiny, tmp_path / "x.onnx", imgsz=300)
 
 

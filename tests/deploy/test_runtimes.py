@@ -122,8 +122,7 @@ def test_runtime_matches_pytorch(case, runtime):
 def small(tmp_path_factory) -> types.SimpleNamespace:
     """The demo architecture (random weights) exported at 160x160, with and without post-processing."""
     torch.manual_seed(0)
-    model = rtdetr.create_model("demo").eval()
-    model.class_names = ["circle", "square", "triangle"]
+    model = rtdetr.Detector(rtdetr.create_model("demo").eval(), class_names=["circle", "square", "triangle"])
     tmp = tmp_path_factory.mktemp("small")
     return types.SimpleNamespace(
         model=model, x=torch.rand(2, 3, 160, 160), sizes=torch.tensor([[640, 480], [50, 80]]),
@@ -214,7 +213,7 @@ def test_tensorrt_without_cuda_says_so_in_one_line(small):
 
 
 def test_model_export_method(small):
-    """`model.export(...)` writes the same graph as `export_onnx`, and the OpenVINO IR beside it."""
+    """`Detector.export(...)` writes the same graph as `export_onnx`, and the OpenVINO IR beside it."""
     onnx_path = small.model.export(str(small.tmp / "method.onnx"), imgsz=160)
     xml_path = small.model.export(str(small.tmp / "method_ov.onnx"), format="openvino", imgsz=160)
     assert onnx_path.endswith("method.onnx") and xml_path.endswith("method_ov.xml")
@@ -254,7 +253,7 @@ def test_predict_command_runtime_options(small, capsys):
 
 
 def test_model_export_int8(small):
-    """`model.export(format="openvino", int8=True, calibration=folder)` gives the int8 OpenVINO IR."""
+    """`Detector.export(format="openvino", int8=True, calibration=folder)` gives the int8 OpenVINO IR."""
     from PIL import Image
     folder = small.tmp / "calib"
     folder.mkdir()

@@ -172,13 +172,6 @@ def test_inference_copy_follows_weight_changes(random_rtdetr):
     assert torch.allclose(shift, torch.ones_like(shift), atol=1e-4)
 
 
-def test_model_by_name_loads_it(monkeypatch, detector):
-    seen = {}
-
-    def fake_load(name, device="cpu"):
-        seen["name"], seen["device"] = name, device
-        return detector
-
-    monkeypatch.setattr(rtdetr.api, "load_model", fake_load)
-    predict("rtdetrv2_r18vd", picture(64, 64, (8, 8, 40, 40)), imgsz=64)
-    assert seen == {"name": "rtdetrv2_r18vd", "device": "cpu"}
+def test_a_name_instead_of_a_model_says_how_to_load_it():
+    with pytest.raises(TypeError, match=r"rtdetr\.load_model\('rtdetrv2_r18vd'\)\.predict"):
+        predict("rtdetrv2_r18vd", picture(64, 64, (8, 8, 40, 40)), imgsz=64)

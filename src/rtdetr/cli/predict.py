@@ -90,9 +90,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def parse_imgsz(text: str) -> tuple[int, int]:
-    """'640' -> (640, 640); '480,800' or '480x800' -> (480, 800); multiples of 32."""
+    """'640' -> (640, 640); '480,800' or '480x800' -> (480, 800) (multiples of 32: checked where it is used)."""
     try:
-        return check_imgsz(text)
+        return check_imgsz(text, stride=1)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -115,7 +115,10 @@ def runtime_options(args: argparse.Namespace) -> dict:
 def load_cli_model(model: str | None, weights: str | None, device, exported_options: dict | None = None):
     """The `Detector` named by --model and/or --weights (see the options' help); `exported_options`
     (runtime, precision, threads) are for exported files only, an error otherwise."""
-    from rtdetr.api import OFFICIAL, load_model
+    from rtdetr.api import EXPORTED_SUFFIXES, OFFICIAL, load_model
+    if exported_options and (weights is None or Path(weights).suffix.lower() not in EXPORTED_SUFFIXES):
+        raise ValueError(f"--{next(iter(exported_options))} is for exported models (--weights model.onnx / "
+                         f"model.xml); this model runs in PyTorch")
     if model is not None:
         w = None if weights is not None and weights.lower() == "none" else (weights or OFFICIAL)
         return load_model(model, weights=w, device=device, **(exported_options or {}))

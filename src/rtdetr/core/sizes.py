@@ -4,9 +4,10 @@ from __future__ import annotations
 STRIDE = 32  # the backbone's largest stride: every input side must be a multiple of it
 
 
-def check_imgsz(imgsz, name: str = "imgsz") -> tuple[int, int]:
+def check_imgsz(imgsz, name: str = "imgsz", stride: int = STRIDE) -> tuple[int, int]:
     """(height, width) from 640, [640], (480, 800) or '480,800' / '480x800'; a one-line
-    ValueError unless both are positive multiples of 32 (it suggests the nearest ones)."""
+    ValueError unless both are positive multiples of `stride` (it suggests the nearest ones).
+    stride=1 accepts any positive size (a data pipeline's resize, text to be checked later)."""
     if isinstance(imgsz, str):
         try:
             imgsz = [int(v) for v in imgsz.lower().replace("x", ",").split(",")]
@@ -15,8 +16,10 @@ def check_imgsz(imgsz, name: str = "imgsz") -> tuple[int, int]:
     hw = (imgsz, imgsz) if isinstance(imgsz, (int, float)) else tuple(imgsz)
     if len(hw) == 1:
         hw = (hw[0], hw[0])
-    if len(hw) != 2 or any(isinstance(v, bool) or int(v) != v or v <= 0 or v % STRIDE for v in hw):
-        near = ", ".join(f"{max(STRIDE, round(v / STRIDE) * STRIDE)}" for v in hw) if len(hw) == 2 else "640"
-        raise ValueError(f"{name} must be a positive multiple of {STRIDE} (or a pair of them), "
+    if len(hw) != 2 or any(isinstance(v, bool) or int(v) != v or v <= 0 or v % stride for v in hw):
+        if stride == 1:
+            raise ValueError(f"{name} must be a positive size or a (height, width) pair, got {imgsz}")
+        near = ", ".join(f"{max(stride, round(v / stride) * stride)}" for v in hw) if len(hw) == 2 else "640"
+        raise ValueError(f"{name} must be a positive multiple of {stride} (or a pair of them), "
                          f"got {imgsz} (try {near})")
     return int(hw[0]), int(hw[1])

@@ -202,7 +202,7 @@ def sanitize(min_size: float = 1.0) -> T.SanitizeBoundingBoxes:
 def _finish(size: int | Sequence[int]) -> list[Any]:
     """The last, deterministic steps shared by train and val: resize, to float, boxes."""
     return [
-        T.Resize(list(check_imgsz(size, 'size'))),
+        T.Resize(list(check_imgsz(size, 'size', stride=1))),
         T.ToDtype(torch.float32, scale=True),
         ToNormalizedCxcywh(),
     ]
