@@ -17,7 +17,7 @@ pre-processed as the predictor does), under torch.inference_mode:
   torch-fused       what our predictor runs by default (`optimize_for_inference` copy, float32)
   onnxruntime, openvino, openvino-bf16, *-int8   our ONNX export (raw outputs, no
                     post-processing in the graph, as the models above) in those runtimes
-Post-processing is left out on both sides. Timed interleaved (`rtdetr.bench.benchmark.interleaved`:
+Post-processing is left out on both sides. Timed interleaved (`rtdetr.bench.interleaved`:
 round robin, order rotated each iteration, a short idle pause before each call), warm-up
 excluded. Prints p50 / p95 and ratios to our eager model and to Hugging Face's; writes JSON
 (default benchmarks/results/vs_transformers.json).
@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 
 import rtdetr
-from rtdetr.bench.benchmark import (PAUSE, Exports, OtherLoad, Stats, available_paths, build_predictor,
-                                     busy_note, check_paths, decode_image, interleaved, machine_info, model_call,
-                                     synthetic_picture, timed, torch_threads)
+from rtdetr.bench import (PAUSE, Exports, OtherLoad, Stats, available_paths, build_predictor,
+                          busy_note, check_paths, decode_image, interleaved, machine_info, model_call,
+                          synthetic_picture, timed, torch_threads)
 from rtdetr.core.memory import reuse_large_allocations
-from rtdetr.predict.predictor import preprocess
+from rtdetr.core.images import preprocess
 
 HF = "hf-eager"
 DEFAULT_PATHS = ["torch", "torch-fused", "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8",

@@ -16,10 +16,11 @@ import torch
 
 import rtdetr
 from rtdetr.cli.app import main
-from rtdetr.bench import benchmark
-from rtdetr.bench.benchmark import (PATHS, STAGES, BenchmarkReport, Stats, available_paths, check_agreement,
-                                     check_paths, decode_image, interleaved, missing, run_benchmark,
-                                     synthetic_picture)
+from rtdetr import bench as benchmark
+from rtdetr.bench import paths as bench_paths
+from rtdetr.bench import (PATHS, STAGES, BenchmarkReport, Stats, available_paths, check_agreement,
+                          check_paths, decode_image, interleaved, missing, run_benchmark,
+                          synthetic_picture)
 
 IMGSZ = 160
 BATCHES = (1, 2)
@@ -120,7 +121,7 @@ def test_unknown_path_is_one_line_listing_the_valid_ones():
 
 def test_missing_runtime_is_skipped_and_said(model, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # find_spec -> None: "not installed"
-    monkeypatch.setattr(benchmark, "int8_quantizer", lambda: None)
+    monkeypatch.setattr(bench_paths, "int8_quantizer", lambda: None)
     assert "pip install openvino" in missing("openvino")
     assert "quantize_int8" in missing("onnxruntime-int8")
     assert not {"openvino", "openvino-bf16", "onnxruntime-int8", "openvino-int8", "openvino-int8-bf16"} & set(available_paths())

@@ -14,9 +14,10 @@ import torch
 import rtdetr
 from rtdetr.cli.app import main
 from rtdetr.core.cpu import UnsupportedOnThisCPU, cpu_capabilities, detect, set_cpu_capabilities
-from rtdetr.bench import benchmark
+from rtdetr import bench as benchmark
+from rtdetr.bench import benchmark as bench_run
 from rtdetr.runtime import optimize_for_inference, precision
-from rtdetr.bench.benchmark import missing, run_benchmark
+from rtdetr.bench import missing, run_benchmark
 from tests.test_cpu import ICELAKE, SAPPHIRE_RAPIDS, ZEN3
 
 AVX2_ONLY, AVX512_NO_BF16, AMX = (detect(t, "x86_64") for t in (ZEN3, ICELAKE, SAPPHIRE_RAPIDS))
@@ -90,7 +91,7 @@ def test_benchmark_skips_what_cannot_run_and_says_why(cpu_kind, demo, monkeypatc
     reasons = {p: missing(p) for p in benchmark.PATHS}
     assert {p for p, why in reasons.items() if why} >= {"torch-fused-bf16", "openvino-bf16", "openvino-int8-bf16"}
     # Only torch runs, to keep the test short; the other runnable paths are left out with a reason.
-    monkeypatch.setattr(benchmark, "missing", lambda p: reasons[p] or (None if p == "torch" else "left out"))
+    monkeypatch.setattr(bench_run, "missing", lambda p: reasons[p] or (None if p == "torch" else "left out"))
     notes = []
     report = run_benchmark(demo, None, imgsz=160, runs=1, warmup=0, threads=2, pause=0, log=notes.append)
     assert report.paths == ["torch"]

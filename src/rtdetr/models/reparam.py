@@ -1,4 +1,5 @@
-"""Folding batch norms into convolutions, and RepVGG branches into one convolution.
+"""Re-parameterisation for inference: the folding math, and `fuse_model`, which walks a model
+and lets every foldable block replace itself by its `fuse()` (as timm's `reparameterize_model`).
 
 At inference a batch norm is a fixed per-channel affine map, `y = x * scale + shift` with
 `scale = gamma / sqrt(var + eps)` and `shift = beta - mean * scale`. Applied after a
@@ -10,9 +11,8 @@ A RepVGG block `act(BN(conv3x3(x)) + BN(conv1x1(x)))` is, after folding each bra
 of two convolutions with the same input, stride and output grid; the 1x1 kernel padded by
 one zero on each side is a 3x3 kernel, so the sum is one 3x3 convolution.
 
-`fold_conv_norms(module)` rewrites every such pattern of the backbones, the hybrid encoder
-and the decoder's input projections in place, and fails loudly if any norm is left over
-(a new block type would otherwise silently keep running its batch norm).
+The blocks themselves (`ConvNormLayer`, `ConvNorm`, `RepVggBlock`, HGNetv2's `ConvBNAct`) know
+how to fuse; this module holds only what they share, so it imports none of them.
 """
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from rtdetr.models.nn.common import ConvNormLayer
-from rtdetr.models.nn.hgnetv2 import ConvBNAct
-from rtdetr.models.nn.hybrid_encoder import RepVggBlock
-
 BatchNorms = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
@@ -32,6 +28,7 @@ class ConvAct(nn.Module):
     """`act(conv(x))`: what a conv + norm + activation block becomes once its norm is folded.
 
     `conv` is an `nn.Conv2d` with bias, or a `Sequential(ZeroPad2d, Conv2d)` (HGNetv2 stem).
+    x [B, C_in, H, W] -> [B, C_out, H', W'].
     """
 
     def __init__(self, conv: nn.Module, act: nn.Module):
@@ -41,6 +38,11 @@ class ConvAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv(x))
+
+
+def conv_act(conv: nn.Module, act: nn.Module) -> nn.Module:
+    """`ConvAct(conv, act)`, or `conv` itself when there is no activation (one Python call less)."""
+    return conv if isinstance(act, nn.Identity) else ConvAct(conv, act)
 
 
 def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
@@ -57,68 +59,52 @@ def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     gamma, beta = norm.weight.detach().double(), norm.bias.detach().double()
     mean, var = norm.running_mean.double(), norm.running_var.double()
     scale = gamma / torch.sqrt(var + norm.eps)             # [C_out]
+    return _conv_like(conv, (w * scale[:, None, None, None]).to(conv.weight.dtype),
+                      ((b - mean) * scale + beta).to(conv.weight.dtype))
 
+
+def merge_parallel_convs(k3: nn.Conv2d, k1: nn.Conv2d) -> nn.Conv2d:
+    """One 3x3 conv equal to `k3(x) + k1(x)`: a 3x3 (padding 1) and a 1x1 (padding 0) conv with
+    biases, the same stride and groups (a RepVGG block's two folded branches)."""
+    if (k3.kernel_size, k3.padding, k1.kernel_size, k1.padding) != ((3, 3), (1, 1), (1, 1), (0, 0)) \
+            or k3.stride != k1.stride or k3.groups != k1.groups or k3.bias is None or k1.bias is None:
+        raise ValueError("RepVGG fusion expects a 3x3 and a 1x1 branch with the same stride, both with biases")
+    # The 1x1 kernel sits at the centre of a zero 3x3 kernel; with padding 1 vs 0 both
+    # branches then read the same input pixel for every output pixel.
+    weight = k3.weight.detach() + F.pad(k1.weight.detach(), [1, 1, 1, 1])
+    return _conv_like(k3, weight, k3.bias.detach() + k1.bias.detach())
+
+
+def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A Conv2d with `conv`'s geometry and the given weight [C_out, C_in / groups, kh, kw] and bias [C_out]."""
     # Built on the meta device: no random initialisation of weights that are replaced at once.
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode, device="meta")
-    dtype = conv.weight.dtype
-    fused.weight = nn.Parameter((w * scale[:, None, None, None]).to(dtype), requires_grad=False)
-    fused.bias = nn.Parameter(((b - mean) * scale + beta).to(dtype), requires_grad=False)
-    return fused
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode, device="meta")
+    out.weight = nn.Parameter(weight, requires_grad=False)
+    out.bias = nn.Parameter(bias, requires_grad=False)
+    return out
 
 
-def fuse_repvgg(block: RepVggBlock) -> ConvAct:
-    """One 3x3 conv + activation equal to the two-branch RepVGG block."""
-    k3 = fold_norm(block.conv1.conv, block.conv1.norm)     # 3x3, padding 1
-    k1 = fold_norm(block.conv2.conv, block.conv2.norm)     # 1x1, padding 0
-    if k3.kernel_size != (3, 3) or k1.kernel_size != (1, 1) or k3.stride != k1.stride:
-        raise ValueError("RepVGG fusion expects a 3x3 and a 1x1 branch with the same stride")
-    with torch.no_grad():
-        # The 1x1 kernel sits at the centre of a zero 3x3 kernel; with padding 1 vs 0 both
-        # branches then read the same input pixel for every output pixel.
-        k3.weight.add_(F.pad(k1.weight, [1, 1, 1, 1]))
-        k3.bias.add_(k1.bias)
-    return ConvAct(k3, block.act)
+def fuse_model(model: nn.Module) -> nn.Module:
+    """Replace, in place and bottom-up, every submodule that has a `fuse()` by what it returns;
+    returns `model` (or its own `fuse()` if it has one).
 
-
-def _fold_block(module: nn.Module) -> nn.Module | None:
-    """The folded replacement of one known conv + norm block, or None if `module` is none of them."""
-    if isinstance(module, RepVggBlock):
-        return fuse_repvgg(module)
-    if isinstance(module, ConvNormLayer):                  # conv, norm, act
-        return _conv_act(fold_norm(module.conv, module.norm), module.act)
-    if isinstance(module, ConvBNAct):                      # HGNetv2: conv (maybe after a pad), bn, act
-        if isinstance(module.conv, nn.Sequential):         # (ZeroPad2d, Conv2d)
-            pad, conv = module.conv
-            return _conv_act(nn.Sequential(pad, fold_norm(conv, module.bn)), module.act)
-        return _conv_act(fold_norm(module.conv, module.bn), module.act)
-    children = dict(module.named_children())
-    if isinstance(module, nn.Sequential) and list(children) == ["conv", "norm"]:  # input projections
-        return fold_norm(children["conv"], children["norm"])
-    return None
-
-
-def _conv_act(conv: nn.Module, act: nn.Module) -> nn.Module:
-    """Skip the wrapper (one Python call less) when there is no activation."""
-    return conv if isinstance(act, nn.Identity) else ConvAct(conv, act)
-
-
-def fold_conv_norms(module: nn.Module) -> nn.Module:
-    """Fold every conv + norm block and RepVGG block below `module`, in place; returns `module`.
-
-    Raises if a BatchNorm2d / FrozenBatchNorm2d remains afterwards (an unknown block type).
+    Bottom-up, so a block's `fuse()` sees its children already fused (a RepVGG block gets its two
+    folded branches). For inference only: norms fold with their running statistics. Raises if a
+    BatchNorm2d / FrozenBatchNorm2d remains afterwards: a block type without `fuse()` would
+    otherwise silently keep running its norm.
     """
-    _fold_children(module)
-    left = [name for name, m in module.named_modules() if isinstance(m, BatchNorms)]
+    _fuse_children(model)
+    if callable(getattr(model, "fuse", None)):
+        model = model.fuse()
+    left = [name or type(model).__name__ for name, m in model.named_modules() if isinstance(m, BatchNorms)]
     if left:
-        raise RuntimeError(f"batch norms left unfolded (unknown block type): {', '.join(left[:5])}")
-    return module
+        raise RuntimeError(f"batch norms left unfolded (a block without fuse()): {', '.join(left[:5])}")
+    return model
 
 
-def _fold_children(module: nn.Module) -> None:
+def _fuse_children(module: nn.Module) -> None:
     for name, child in module.named_children():
-        folded = _fold_block(child)
-        if folded is None:
-            _fold_children(child)
-        else:
-            setattr(module, name, folded)
+        _fuse_children(child)
+        if callable(getattr(child, "fuse", None)):
+            setattr(module, name, child.fuse())

@@ -15,8 +15,10 @@ Levels and their suffixes:
             objects are known by construction (`outputs['dn_meta']`), so nothing is matched;
 - '_enc_i'  the encoder's top-k proposals (`outputs['enc_aux_outputs']`), matched anew.
 
-The result is a dict of weighted terms; the training loss is their plain sum. This reproduces
-the official `RTDETRCriterionv2` with losses ['vfl', 'boxes'].
+Which terms: `losses`, by name, as DETR's `SetCriterion(losses=[...])`: "vfl" gives loss_vfl,
+"boxes" gives loss_bbox and loss_giou (`LOSSES`). The result is a dict of weighted terms; the
+training loss is their plain sum. With losses ("vfl", "boxes") and `DEFAULT_WEIGHTS` this
+reproduces the official `RTDETRCriterionv2` (and v1 `RTDETRCriterion`) of every COCO config.
 """
 from __future__ import annotations
 
@@ -33,6 +35,19 @@ Outputs = dict[str, Any]  # 'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4], opt
 Targets = list[dict[str, Tensor]]  # per image: 'labels' int64 [n], 'boxes' [n, 4] cx, cy, w, h
 
 DEFAULT_WEIGHTS = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+# Loss name -> the terms it adds (per level).
+LOSSES: dict[str, tuple[str, ...]] = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou")}
+DEFAULT_LOSSES = ("vfl", "boxes")
+
+
+def check_losses(losses) -> tuple[str, ...]:
+    """`losses` as a tuple of known names; a one-line ValueError naming the known ones otherwise."""
+    losses = (losses,) if isinstance(losses, str) else tuple(losses)
+    unknown = [name for name in losses if name not in LOSSES]
+    if unknown or not losses:
+        what = f"unknown loss(es) {', '.join(map(repr, unknown))}" if unknown else "no losses given"
+        raise ValueError(f"{what}; known: {', '.join(LOSSES)}")
+    return losses
 
 
 class RTDETRCriterion(nn.Module):
@@ -40,14 +55,17 @@ class RTDETRCriterion(nn.Module):
     matcher: assigns objects to queries for the Hungarian-matched levels.
     weight_dict: weight of each term by its base name; a term missing from it is dropped.
     alpha, gamma: varifocal parameters (weight of negatives, focusing exponent).
+    losses: which losses, by name (`LOSSES`); an unknown name is a ValueError.
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher,
-                 weight_dict: dict[str, float] | None = None, alpha: float = 0.75, gamma: float = 2.0):
+                 weight_dict: dict[str, float] | None = None, alpha: float = 0.75, gamma: float = 2.0,
+                 losses: tuple[str, ...] = DEFAULT_LOSSES):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = dict(DEFAULT_WEIGHTS if weight_dict is None else weight_dict)
+        self.losses = check_losses(losses)
         self.alpha = alpha
         self.gamma = gamma
 
@@ -90,13 +108,15 @@ class RTDETRCriterion(nn.Module):
 
     def level_losses(self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float,
                      suffix: str = "") -> dict[str, Tensor]:
-        """Weighted vfl, bbox and giou terms of one level, keys suffixed with `suffix`."""
+        """The weighted terms of `self.losses` for one level, keys suffixed with `suffix`."""
         pred, gt = matched_boxes(outputs["pred_boxes"], targets, indices)
-        terms = {
-            "loss_vfl": self.loss_vfl(outputs["pred_logits"], pred, gt, targets, indices, num_boxes),
-            "loss_bbox": F.l1_loss(pred, gt, reduction="sum") / num_boxes,
-            "loss_giou": (1 - paired_giou(pred, gt)).sum() / num_boxes,
-        }
+        terms = {}
+        for loss in self.losses:
+            if loss == "vfl":
+                terms["loss_vfl"] = self.loss_vfl(outputs["pred_logits"], pred, gt, targets, indices, num_boxes)
+            elif loss == "boxes":
+                terms["loss_bbox"] = F.l1_loss(pred, gt, reduction="sum") / num_boxes
+                terms["loss_giou"] = (1 - paired_giou(pred, gt)).sum() / num_boxes
         return {name + suffix: value * self.weight_dict[name]
                 for name, value in terms.items() if name in self.weight_dict}
 

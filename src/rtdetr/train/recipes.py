@@ -12,7 +12,9 @@ Shared by every recipe (the defaults of `TrainRecipe`):
 - linear warm-up over the first 2000 steps, then MultiStepLR(milestones=[1000], gamma=0.1)
   stepped per epoch, which never fires: the learning rate is constant after warm-up;
 - EMA of the weights, decay 0.9999 with 2000 warm-up updates;
-- 16 images per step in total (4 GPUs x 4), evaluation at 640 x 640.
+- 16 images per step in total (4 GPUs x 4), evaluation at 640 x 640;
+- the losses ['vfl', 'boxes'] (weights 1, 5, 2: `criterion.DEFAULT_WEIGHTS`);
+- an ImageNet-pretrained backbone (`pretrained: True`; the files: `rtdetr.models.pretrained`).
 
 What varies (see `RECIPES`): the epochs, the parameter groups (the backbone learning rate and
 which parameters skip weight decay), the epoch at which the strong augmentations stop
@@ -65,6 +67,8 @@ class TrainRecipe:
     `stop_epoch: 71`, which then does nothing; it is kept here as configured.
     `use_amp`: as the official configs set it. Official `tools/train.py` overrides it with
     its `--use-amp` flag (default off), so the published runs used AMP only if asked for.
+    `losses`: the criterion's losses by name (`criterion.LOSSES`).
+    `pretrained_backbone`: the backbone starts from its ImageNet-pretrained file.
     `tuning`: the checkpoint the recipe fine-tunes from (the discrete-sampling configs start
     from the matching grid-sample model), else None.
     `config`: the official config file, relative to `CONFIGS` ("" for a recipe of your own).
@@ -88,6 +92,8 @@ class TrainRecipe:
     scales_stop_epoch: int | None = 71
     eval_size: int = 640
     use_amp: bool = True
+    losses: tuple[str, ...] = ("vfl", "boxes")
+    pretrained_backbone: bool = True
     tuning: str | None = None
     config: str = ""
 
@@ -200,11 +206,11 @@ RECIPES: dict[str, TrainRecipe] = {
 
 
 # Not official: the built-in CPU demo (`rtdetr demo`), tuned to learn the synthetic shapes fast:
-# a higher lr, a short warm-up and EMA, no multi-scale.
+# a higher lr, a short warm-up and EMA, no multi-scale, and a random backbone (nothing to download).
 RECIPES["demo"] = TrainRecipe(
     epochs=30, lr=4e-4, param_groups=((r"^(?=.*(?:norm|bn)).*$", NO_DECAY),), warmup_steps=50,
     ema_decay=0.999, ema_warmups=100, total_batch_size=8, aug_stop_epoch=None, scales=None,
-    scales_stop_epoch=None, eval_size=320, use_amp=False,
+    scales_stop_epoch=None, eval_size=320, use_amp=False, pretrained_backbone=False,
 )
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
+
+from rtdetr.models.reparam import conv_act, fold_norm
 
 
 def get_activation(name: str | None) -> nn.Module:
@@ -32,6 +35,26 @@ class ConvNormLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
+
+    def fuse(self) -> nn.Module:
+        """The inference equivalent: one conv with bias (norm folded), wrapped with the activation
+        in a `ConvAct` unless there is none (`rtdetr.models.reparam.fuse_model` calls this)."""
+        return conv_act(fold_norm(self.conv, self.norm), self.act)
+
+
+class ConvNorm(nn.Sequential):
+    """1x1 Conv2d (no bias) + BatchNorm2d, no activation: the encoder's and decoder's input
+    projections. [B, C_in, H, W] -> [B, C_out, H, W]; keys `conv.*`, `norm.*`."""
+
+    def __init__(self, ch_in: int, ch_out: int):
+        super().__init__(OrderedDict([
+            ("conv", nn.Conv2d(ch_in, ch_out, kernel_size=1, bias=False)),
+            ("norm", nn.BatchNorm2d(ch_out)),
+        ]))
+
+    def fuse(self) -> nn.Conv2d:
+        """One conv with bias, the norm folded in."""
+        return fold_norm(self.conv, self.norm)
 
 
 class MLP(nn.Module):

@@ -1,0 +1,20 @@
+"""The ImageNet-pretrained backbone files the official recipes start from, by backbone name.
+
+Copied from the official RT-DETRv2 code (`rtdetrv2_pytorch/src/nn/backbone/`): PResNet's
+`donwload_url` (sic) by depth, and HGNetv2's `arch_configs[...]['url']` for L, X and H. The
+official backbones load them with `backbone.load_state_dict(state)`, so their keys are the
+backbone's own: this library's `model.backbone` keys (its detector keys without `backbone.`).
+"""
+from __future__ import annotations
+
+_STORAGE = "https://github.com/lyuwenyu/storage/releases/download/v0.1/"
+
+PRETRAINED_BACKBONES: dict[str, str] = {
+    "presnet18": _STORAGE + "ResNet18_vd_pretrained_from_paddle.pth",
+    "presnet34": _STORAGE + "ResNet34_vd_pretrained_from_paddle.pth",
+    "presnet50": _STORAGE + "ResNet50_vd_ssld_v2_pretrained_from_paddle.pth",
+    "presnet101": _STORAGE + "ResNet101_vd_ssld_pretrained_from_paddle.pth",
+    "hgnetv2_l": _STORAGE + "PPHGNetV2_L_ssld_pretrained_from_paddle.pth",
+    "hgnetv2_x": _STORAGE + "PPHGNetV2_X_ssld_pretrained_from_paddle.pth",
+    "hgnetv2_h": _STORAGE + "PPHGNetV2_H_ssld_pretrained_from_paddle.pth",
+}
