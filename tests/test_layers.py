@@ -42,18 +42,16 @@ def test_an_upward_import_breaks_the_contract(tmp_path, module, bad_import):
     assert "rtdetr." + module.removesuffix(".py").replace("/", ".") in out.stdout
 
 
-def test_import_rtdetr_and_the_command_line_load_no_heavy_module():
-    """`import rtdetr` and building the `rtdetr` parser import neither torch, scipy, onnx nor the trainer."""
-    probe = ("import sys, rtdetr, rtdetr.cli; rtdetr.cli.build_parser(); "
-             "print(' '.join(m for m in ('torch', 'scipy', 'onnx', 'onnxruntime', 'openvino', 'rtdetr.train.trainer') "
-             "if m in sys.modules))")
+@pytest.mark.parametrize("what, code", [
+    ("import rtdetr and the command line's parser", "import rtdetr, rtdetr.cli; rtdetr.cli.build_parser()"),
+    ("the model API", "import rtdetr; rtdetr.load_model; rtdetr.create_model; rtdetr.Detector"),
+])
+def test_start_up_loads_no_heavy_module(what, code):
+    """Neither `import rtdetr` nor `rtdetr --help` imports PyTorch, and the model API imports no
+    training, SciPy or deployment module."""
+    heavy = ("scipy", "onnx", "onnxruntime", "openvino", "rtdetr.train.trainer", "rtdetr.train.criterion")
+    if "cli" in code:
+        heavy += ("torch",)
+    probe = f"import sys; {code}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
-
-
-def test_a_model_import_loads_no_training_or_export_module():
-    probe = ("import sys, rtdetr; rtdetr.load_model; rtdetr.create_model; "
-             "print(' '.join(m for m in ('scipy', 'onnx', 'onnxruntime', 'openvino', 'rtdetr.train.trainer', "
-             "'rtdetr.train.criterion') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert out.stdout.strip() == "", f"{what} loaded {out.stdout.strip()}"
