@@ -43,7 +43,7 @@ import rtdetr
 from rtdetr.export import export_onnx
 from rtdetr.runtime import OnnxRuntimeModel, OpenVinoModel, optimize_for_inference
 from rtdetr.runtime.precision import openvino_precision_problem
-from rtdetr.export.quantize import ImageReader, _calibration_sources, quantize_int8
+from rtdetr.export.quantize import ImageReader, calibration_sources, quantize_int8
 from rtdetr.api import val
 from rtdetr.core.memory import reuse_large_allocations
 
@@ -135,7 +135,7 @@ def accuracy(args, tmp: Path) -> list[dict]:
     net = rtdetr.load_model(args.weights)
     fp32 = export_onnx(net, tmp / "demo.onnx", imgsz=args.accuracy_size)
     imgsz = tuple(args.accuracy_size)
-    val_images = _calibration_sources(Path(args.data) / "val", 10 ** 6)
+    val_images = calibration_sources(Path(args.data) / "val", 10 ** 6)
     reference = detections(OnnxRuntimeModel(fp32, threads=args.threads), val_images, imgsz)
 
     def row(name: str, weights, recipe: str = "-", seconds=None, **options) -> dict:

@@ -8,7 +8,7 @@ almost nothing until a model is needed.
 """
 from __future__ import annotations
 
-import importlib
+from rtdetr.core.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -27,14 +27,4 @@ _NAMES = {
 }
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(_NAMES[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'rtdetr' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_NAMES])
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)

@@ -121,7 +121,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path | None = None, cal
 
     proto = onnx.load(str(src))
     size, takes_sizes = _graph_input_size(proto, src, imgsz)
-    sources = _calibration_sources(calibration, max_images)
+    sources = calibration_sources(calibration, max_images)
     nodes = quantizable_nodes(proto, scope)
     if not nodes:
         raise ValueError(f"{src}: no {scope!r} operators to quantise (Conv / MatMul / Gemm)")
@@ -235,7 +235,7 @@ def _graph_input_size(proto, path: Path, imgsz) -> tuple[tuple[int, int], bool]:
     return size, "orig_target_sizes" in inputs
 
 
-def _calibration_sources(calibration, max_images: int) -> list:
+def calibration_sources(calibration, max_images: int) -> list:
     """Image paths (Path) or [H, W, 3] uint8 arrays, at most max_images, evenly spread."""
     if calibration is None:
         raise ValueError("calibration images are needed: a folder, a list of image paths or of uint8 arrays")

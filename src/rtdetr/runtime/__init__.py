@@ -1,10 +1,17 @@
 """Running a detector: PyTorch eager, its fused inference copy, and exported graphs on
-ONNX Runtime, OpenVINO and TensorRT, all behind one `Backend` interface (see backend.py)."""
-from rtdetr.runtime.backend import Backend, TorchBackend, as_backend
-from rtdetr.runtime.exported import ExportedModel, OnnxRuntimeModel, OpenVinoModel, load_exported
-from rtdetr.runtime.fused import OptimizedRTDETR, inference_copy, optimize_for_inference
-from rtdetr.runtime.graph import read_metadata
-from rtdetr.runtime.tensorrt import TensorRTModel, build_engine
+ONNX Runtime, OpenVINO and TensorRT, all behind one `Backend` interface (see backend.py).
+Names load on first use: a PyTorch model never imports the exported-graph runtimes."""
+from __future__ import annotations
 
-__all__ = ["Backend", "TorchBackend", "as_backend", "ExportedModel", "OnnxRuntimeModel", "OpenVinoModel", "OptimizedRTDETR", "TensorRTModel", "build_engine",
-           "inference_copy", "load_exported", "optimize_for_inference", "read_metadata"]
+from rtdetr.core.lazy import lazy_names
+
+_NAMES = {
+    "Backend": "rtdetr.runtime.backend", "TorchBackend": "rtdetr.runtime.backend", "as_backend": "rtdetr.runtime.backend",
+    "ExportedModel": "rtdetr.runtime.exported", "OnnxRuntimeModel": "rtdetr.runtime.exported",
+    "OpenVinoModel": "rtdetr.runtime.exported", "load_exported": "rtdetr.runtime.exported",
+    "OptimizedRTDETR": "rtdetr.runtime.fused", "inference_copy": "rtdetr.runtime.fused",
+    "optimize_for_inference": "rtdetr.runtime.fused", "read_metadata": "rtdetr.runtime.graph",
+    "TensorRTModel": "rtdetr.runtime.tensorrt", "build_engine": "rtdetr.runtime.tensorrt",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
