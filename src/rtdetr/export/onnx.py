@@ -49,13 +49,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.ops import box_convert
 
 from rtdetr.core.errors import require
 from rtdetr.models.nn.detector import module_of
 from rtdetr.models.nn.position import SizeCache
 from rtdetr.models.postprocess import postprocess_batched
-from rtdetr.runtime.graph import DETECTION_OUTPUTS, RAW_OUTPUTS, read_metadata
+from rtdetr.runtime.graph import DETECTION_OUTPUTS, RAW_OUTPUTS
 from rtdetr.core.sizes import check_imgsz
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's native opset; lower ones go through a lossy converter

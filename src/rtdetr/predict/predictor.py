@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from time import perf_counter
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from rtdetr.core.coco_names import COCO_CATEGORY_IDS, COCO_NAMES
