@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import rtdetr
-from rtdetr.models.reparam import fold_norm, fuse_repvgg
+from rtdetr.models.reparam import fold_norm, fuse_model
 from rtdetr.runtime import optimize_for_inference
 from rtdetr.runtime.kernels import OneDNNConv, OneDNNLinear, onednn_available
 from rtdetr.models.nn.hybrid_encoder import RepVggBlock
@@ -78,7 +78,7 @@ def test_fixture_outputs(name, tmp_path):
 
     # Folded and trimmed: no norms, no RepVGG branches, no training-only parts.
     assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d, RepVggBlock)) for m in fast.modules())
-    assert len(fast.decoder.layers) == model.decoder.eval_layers
+    assert len(fast.decoder.decoder.layers) == model.decoder.eval_layers
     assert not any("denoising" in k for k in fast.state_dict())
     # The original is untouched.
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
@@ -113,7 +113,7 @@ def test_decoder_exit_and_batches():
     for i in range(2):
         assert query_distances(image(ours, i), image(theirs, i))[0] < TOL
     assert query_distances(image(theirs, 1), single)[0] < TOL
-    assert len(fast.decoder.layers) == 1
+    assert len(fast.decoder.decoder.layers) == 1
 
 
 def test_copies_and_state_dict(tmp_path):
@@ -150,7 +150,18 @@ def test_fold_norm_and_repvgg_are_exact():
             m.running_var.uniform_(0.5, 2)
     x = torch.randn(1, 8, 10, 12)
     with torch.no_grad():
-        assert torch.allclose(fuse_repvgg(block)(x), block(x), atol=1e-5)
+        expected = block(x)
+        # On its own, and through the walker (bottom-up: the branches are folded first).
+        assert torch.allclose(block.fuse()(x), expected, atol=1e-5)
+        walked = fuse_model(nn.Sequential(copy.deepcopy(block)))
+        assert type(walked[0].conv) is nn.Conv2d and walked[0].conv.kernel_size == (3, 3)
+        assert torch.allclose(walked(x), expected, atol=1e-5)
+
+
+def test_fuse_model_refuses_a_norm_it_cannot_fold():
+    """A batch norm outside any block with `fuse()` would silently stay: the walker says so."""
+    with pytest.raises(RuntimeError, match="batch norms left unfolded.*1"):
+        fuse_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
 
 
 def test_clear_errors():

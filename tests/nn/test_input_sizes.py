@@ -1,7 +1,9 @@
 """Any input size (multiples of 32, rectangular included): anchors, valid masks and position
-embeddings follow the input, checked against values computed by hand from their definitions."""
+embeddings follow the input, checked against values computed by hand from their definitions;
+and `fix_size`, which makes them buffers for one size."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -111,3 +113,36 @@ def test_batch_equals_single_images(r18):
 def test_sizes_that_are_not_multiples_of_32_are_refused(r18):
     with pytest.raises(ValueError, match="multiples of 32"):
         r18(torch.rand(1, 3, 500, 640))
+
+
+def test_fix_size_makes_buffers_for_one_size(r18):
+    """`fix_size(hw)`: the same outputs as the per-size caches (bit for bit: the same functions
+    compute the same values), a state dict with the same keys, other sizes refused in one line;
+    `fix_size(None)` takes any size again."""
+    model = copy.deepcopy(r18)
+    keys = set(model.state_dict())
+    assert model.fix_size((640, 640)) is model
+    assert set(model.state_dict()) == keys  # non-persistent buffers
+    assert model.decoder.anchors.shape == (1, 80 * 80 + 40 * 40 + 20 * 20, 4)
+    assert model.decoder.valid_mask.dtype == torch.float32
+    assert model.encoder.encoder[0].pos_embed.shape == (1, 20 * 20, 256)
+    x = recipe_image(0, 640, 640)
+    with torch.no_grad():
+        fixed, cached = model(x), r18(x)
+    assert all(torch.equal(fixed[k], cached[k]) for k in ("pred_logits", "pred_boxes"))
+
+    with pytest.raises(ValueError, match=r"fixed to 640x640 inputs by fix_size, got a 10x10 map at stride 32; "
+                                         r".*imgsz=\(H, W\)") as e:
+        model(torch.rand(1, 3, 320, 320))
+    assert "\n" not in str(e.value)
+    with torch.no_grad():
+        feats = r18.encoder(r18.backbone(torch.rand(1, 3, 320, 320)))
+    with pytest.raises(ValueError, match=r"fixed to 640x640 inputs by fix_size, got feature maps \[\(40, 40\)"):
+        model.decoder(feats)
+
+    model.fix_size(None)
+    assert model.decoder.anchors is None and model.encoder.encoder[0].pos_embed is None
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 320, 320))["pred_boxes"].shape == (1, 300, 4)
+    with pytest.raises(ValueError, match="input too small"):
+        model.fix_size((64, 64))

@@ -3,6 +3,9 @@ with iterative box refinement.
 
 Inputs: encoder maps [P3, P4, P5]. Output (eval): `pred_logits` [B, Q, num_classes] and
 `pred_boxes` [B, Q, 4] (normalised cx, cy, w, h) of the last decoder layer that runs.
+
+For inference, `fix_size(hw)` turns the per-size anchor cache into buffers and `keep_layers(n)`
+drops the layers after the exit and the training-only parts; the forward is the same in every case.
 """
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ import torch.utils.checkpoint
 from torch import nn
 
 from rtdetr.models.config import DecoderConfig
-from rtdetr.models.nn.common import MLP, inverse_sigmoid, prior_logit
+from rtdetr.models.nn.common import MLP, ConvNorm, inverse_sigmoid, prior_logit
 from rtdetr.models.nn.deformable_attention import MSDeformableAttention
 from rtdetr.models.nn.denoising import build_denoising_groups
-from rtdetr.models.nn.position import SizeCache, generate_anchors
+from rtdetr.models.nn.position import SizeCache, generate_anchors, size_mismatch
 
 
 class DecoderLayer(nn.Module):
@@ -65,7 +68,10 @@ class TransformerDecoder(nn.Module):
 
 
 class RTDETRDecoder(nn.Module):
-    """Input projection, anchors, top-k query selection, decoder layers and their heads."""
+    """Input projection, anchors, top-k query selection, decoder layers and their heads.
+
+    `anchors` [1, L, 4] and `valid_mask` [1, L, 1] are non-persistent buffers, None until `fix_size`.
+    """
 
     def __init__(self, num_classes: int, hidden_dim: int, feat_channels: list[int], feat_strides: list[int],
                  cfg: DecoderConfig, anchor_eps: float = 1e-2):
@@ -81,13 +87,7 @@ class RTDETRDecoder(nn.Module):
         self.grad_checkpoint = False  # recompute layer activations in backward (saves memory)
         self.set_eval_layers(cfg.num_layers if cfg.eval_layers is None else cfg.eval_layers)
 
-        self.input_proj = nn.ModuleList(
-            nn.Sequential(OrderedDict([
-                ("conv", nn.Conv2d(c, hidden_dim, 1, bias=False)),
-                ("norm", nn.BatchNorm2d(hidden_dim)),
-            ]))
-            for c in feat_channels
-        )
+        self.input_proj = nn.ModuleList(ConvNorm(c, hidden_dim) for c in feat_channels)
         self.decoder = TransformerDecoder(DecoderLayer(hidden_dim, cfg), cfg.num_layers)
         if cfg.num_denoising > 0:
             self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim, padding_idx=num_classes)
@@ -101,7 +101,13 @@ class RTDETRDecoder(nn.Module):
         self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(cfg.num_layers))
         self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(cfg.num_layers))
 
+        self.anchor_eps = anchor_eps
         self._anchor_cache = SizeCache(lambda *shapes: generate_anchors(list(shapes), eps=anchor_eps))
+        self.fixed_hw: tuple[int, int] | None = None        # the input size of `fix_size`, if any
+        self.fixed_shapes: list[tuple[int, int]] | None = None
+        self.register_buffer("anchors", None, persistent=False)
+        self.register_buffer("valid_mask", None, persistent=False)
+        self.inference_only = False                         # set by `keep_layers`
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -134,9 +140,33 @@ class RTDETRDecoder(nn.Module):
         memory = torch.cat([f.flatten(2).permute(0, 2, 1) for f in proj], dim=1)
         return memory, shapes
 
-    def anchors(self, shapes: list[tuple[int, int]], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached (anchors [1, L, 4], valid_mask [1, L, 1]) for these level sizes."""
-        anchors, valid = self._anchor_cache.get(tuple(shapes), like.device)
+    def fix_size(self, hw: tuple[int, int] | None) -> None:
+        """Compute the anchors and the valid mask once, for inputs of hw = (H, W) pixels, as
+        non-persistent buffers (the state dict is unchanged); the forward then takes only that
+        size. None goes back to any size (a per-size cache)."""
+        if hw is None:
+            self.fixed_hw = self.fixed_shapes = self.anchors = self.valid_mask = None
+            return
+        shapes = [(int(hw[0]) // s, int(hw[1]) // s) for s in self.feat_strides]
+        cells = sum(h * w for h, w in shapes)
+        if cells < self.num_queries:
+            raise ValueError(f"input too small: {cells} feature cells for {self.num_queries} queries "
+                             f"(use at least 160x160)")
+        ref = next(self.parameters())
+        anchors, valid = generate_anchors(shapes, eps=self.anchor_eps)
+        self.anchors = anchors.to(ref.device, ref.dtype)
+        self.valid_mask = valid.to(ref.device, ref.dtype)  # 1.0 / 0.0: multiplies the memory with no cast per call
+        self.fixed_hw, self.fixed_shapes = (int(hw[0]), int(hw[1])), shapes
+
+    def anchors_for(self, shapes: list[tuple[int, int]], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anchors [1, L, 4] as logits, inf where invalid; valid_mask [1, L, 1]) for these level
+        sizes: the fixed buffers, else cached per size."""
+        if self.anchors is None:
+            anchors, valid = self._anchor_cache.get(tuple(shapes), like.device)
+        elif shapes != self.fixed_shapes:
+            raise size_mismatch(self.fixed_hw, f"feature maps {shapes}")
+        else:
+            anchors, valid = self.anchors, self.valid_mask
         return anchors.to(like.dtype), valid
 
     def select_queries(self, memory: torch.Tensor, shapes: list[tuple[int, int]]):
@@ -148,16 +178,30 @@ class RTDETRDecoder(nn.Module):
         if memory.shape[1] < self.num_queries:
             raise ValueError(f"input too small: {memory.shape[1]} feature cells for {self.num_queries} queries "
                              f"(use at least 160x160)")
-        anchors, valid = self.anchors(shapes, memory)
+        anchors, valid = self.anchors_for(shapes, memory)
         memory = valid.to(memory.dtype) * memory
-        output_memory = self.enc_output(memory)
-        enc_logits = self.enc_score_head(output_memory)
-        enc_boxes_unact = self.enc_bbox_head(output_memory) + anchors
+        output_memory = self.enc_output(memory)                                          # [B, L, C]
+        enc_logits = self.enc_score_head(output_memory)                                  # [B, L, K]
 
         topk = torch.topk(enc_logits.max(-1).values, self.num_queries, dim=-1).indices  # [B, Q]
         gather = lambda t: t.gather(1, topk.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
-        ref_unact = gather(enc_boxes_unact)
-        return gather(output_memory).detach(), ref_unact.detach(), gather(enc_logits), ref_unact.sigmoid()
+        content = gather(output_memory)                                                  # [B, Q, C]
+        # The box head is a per-token MLP, so running it on the Q selected tokens only (300 of
+        # 8400 at 640x640) gives the same rows, and the same gradients, as running it on all.
+        ref_unact = self.enc_bbox_head(content) + gather(anchors.expand(memory.shape[0], -1, -1))
+        return content.detach(), ref_unact.detach(), gather(enc_logits), ref_unact.sigmoid()
+
+    def keep_layers(self, n: int) -> None:
+        """Keep only the first n decoder layers and their heads, and drop the denoising embedding:
+        an inference-only decoder that runs n layers (training needs all of them; it is refused)."""
+        self.set_eval_layers(n)
+        self.decoder.layers = self.decoder.layers[:n]
+        self.dec_score_head = self.dec_score_head[:n]
+        self.dec_bbox_head = self.dec_bbox_head[:n]
+        if hasattr(self, "denoising_class_embed"):
+            del self.denoising_class_embed
+        self.num_layers = n
+        self.inference_only = True
 
     def forward(self, feats: list[torch.Tensor], num_layers: int | None = None,
                 targets: list[dict] | None = None) -> dict:
@@ -180,6 +224,9 @@ class RTDETRDecoder(nn.Module):
         return {"pred_logits": self.dec_score_head[run - 1](target), "pred_boxes": ref}
 
     def forward_train(self, feats: list[torch.Tensor], targets: list[dict] | None) -> dict:
+        if self.inference_only:
+            raise RuntimeError(f"this decoder keeps {self.num_layers} layers for inference only (keep_layers); "
+                               f"train the original model")
         memory, shapes = self.flatten_levels(feats)
         target, ref_unact, enc_logits, enc_boxes = self.select_queries(memory, shapes)
         dn = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rtdetr.core.sizes import check_imgsz
 from rtdetr.models.config import ModelConfig
 from rtdetr.models.outputs import DetectorOutput
 from rtdetr.models.nn.decoder import RTDETRDecoder
@@ -45,6 +46,15 @@ class RTDETR(nn.Module):
 
     def set_decoder_layers(self, n: int) -> None:
         self.decoder.set_eval_layers(n)
+
+    def fix_size(self, hw: int | tuple[int, int] | None) -> "RTDETR":
+        """Compute the size-dependent constants (AIFI position embedding, anchors, valid mask) once,
+        for inputs of hw = (H, W) (an int: square), as non-persistent buffers; other sizes are then
+        refused. None goes back to any multiple of 32. Returns the model."""
+        hw = None if hw is None else check_imgsz(hw)
+        self.decoder.fix_size(hw)  # first: it refuses too small a size before anything changes
+        self.encoder.fix_size(hw)
+        return self
 
     def forward(self, x: torch.Tensor, num_decoder_layers: int | None = None,
                 targets: list[dict] | None = None) -> DetectorOutput:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from rtdetr.models.nn.common import freeze_batch_norm, freeze_parameters
+from rtdetr.models.reparam import conv_act, fold_norm
 
 __all__ = ["HGNetv2", "HGNetv2Arch", "StageSpec", "ARCHITECTURES"]
 
@@ -136,6 +137,14 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+    def fuse(self) -> nn.Module:
+        """The inference equivalent: the conv with the norm folded in (after its padding, if any),
+        with the activation in a `ConvAct` unless there is none (`rtdetr.models.reparam.fuse_model`)."""
+        if isinstance(self.conv, nn.Sequential):  # (ZeroPad2d, Conv2d)
+            pad, conv = self.conv
+            return conv_act(nn.Sequential(pad, fold_norm(conv, self.bn)), self.act)
+        return conv_act(fold_norm(self.conv, self.bn), self.act)
 
 
 class LightConvBNAct(nn.Module):

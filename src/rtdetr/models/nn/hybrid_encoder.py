@@ -1,19 +1,24 @@
 """Hybrid encoder: AIFI (intra-scale attention on the stride-32 map) + CCFF (cross-scale fusion).
 
 Input: backbone maps [C3, C4, C5]; output: [P3, P4, P5], each [B, hidden_dim, H/s, W/s].
+
+For inference, `fuse_model` (rtdetr.models.reparam) folds the conv + norm and RepVGG blocks
+through their `fuse()`, and `fix_size(hw)` turns the per-size cache of AIFI position embeddings
+into one buffer; the forward below is the same in every case.
 """
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rtdetr.models.config import EncoderConfig
-from rtdetr.models.nn.common import ConvNormLayer, get_activation
-from rtdetr.models.nn.position import SizeCache, sincos_position_embedding
+from rtdetr.models.nn.common import ConvNorm, ConvNormLayer, get_activation
+from rtdetr.models.nn.position import SizeCache, sincos_position_embedding, size_mismatch
+from rtdetr.models.reparam import ConvAct, merge_parallel_convs
 
 
 class RepVggBlock(nn.Module):
@@ -27,6 +32,12 @@ class RepVggBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv1(x) + self.conv2(x))
+
+    def fuse(self) -> ConvAct:
+        """One 3x3 conv + the activation, equal to the two branches in eval mode. The branches
+        may already be fused (`fuse_model` works bottom-up) or not (a block fused on its own)."""
+        k3, k1 = (b.fuse() if isinstance(b, ConvNormLayer) else b for b in (self.conv1, self.conv2))
+        return ConvAct(merge_parallel_convs(k3, k1), self.act)
 
 
 class CSPRepLayer(nn.Module):
@@ -69,9 +80,15 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
+    """AIFI on one level: `num_layers` encoder layers sharing one position embedding.
+
+    `pos_embed` [1, h*w, C] is a non-persistent buffer, None until `HybridEncoder.fix_size` sets it.
+    """
+
     def __init__(self, layer: nn.Module, num_layers: int):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.register_buffer("pos_embed", None, persistent=False)
 
     def forward(self, src: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -79,15 +96,12 @@ class TransformerEncoder(nn.Module):
         return src
 
 
-def _projection(ch_in: int, hidden_dim: int) -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("conv", nn.Conv2d(ch_in, hidden_dim, kernel_size=1, bias=False)),
-        ("norm", nn.BatchNorm2d(hidden_dim)),
-    ]))
-
-
 class HybridEncoder(nn.Module):
-    """AIFI on the last level (`use_encoder_idx`), then top-down (FPN) and bottom-up (PAN) CCFF fusion."""
+    """AIFI on the last level (`use_encoder_idx`), then top-down (FPN) and bottom-up (PAN) CCFF fusion.
+
+    `channels_last`: keep AIFI's output in the channels-last layout its token view already has
+    (for a copy whose convolutions run channels-last); False (default) copies it to NCHW.
+    """
 
     def __init__(self, in_channels: list[int], feat_strides: list[int], cfg: EncoderConfig,
                  use_encoder_idx: tuple[int, ...] = (2,), act: str = "silu"):
@@ -101,7 +115,7 @@ class HybridEncoder(nn.Module):
         self.out_channels = [hd] * len(in_channels)
         self.out_strides = list(feat_strides)
 
-        self.input_proj = nn.ModuleList(_projection(c, hd) for c in in_channels)
+        self.input_proj = nn.ModuleList(ConvNorm(c, hd) for c in in_channels)
         layer = TransformerEncoderLayer(hd, cfg.nhead, cfg.dim_feedforward, cfg.dropout, act="gelu")
         self.encoder = nn.ModuleList(
             TransformerEncoder(layer, cfg.num_encoder_layers) for _ in self.use_encoder_idx)
@@ -115,41 +129,62 @@ class HybridEncoder(nn.Module):
         self.pan_blocks = nn.ModuleList(
             CSPRepLayer(2 * hd, hd, num_blocks, cfg.expansion, act) for _ in range(n - 1))
 
-        self._pos_cache = SizeCache(lambda w, h: sincos_position_embedding(w, h, hd, self.pe_temperature))
+        # A partial, not a lambda over self: a deep copy of the module must not call back into the original.
+        self._pos_cache = SizeCache(functools.partial(sincos_position_embedding, dim=hd, temperature=cfg.pe_temperature))
+        self.fixed_hw: tuple[int, int] | None = None  # the input size of `fix_size`, if any
+        self.channels_last = False
 
-    def position_embedding(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """[1, h*w, hidden_dim] for a feature map of h x w, cached per size."""
-        return self._pos_cache.get((w, h), like.device, like.dtype)
+    def fix_size(self, hw: tuple[int, int] | None) -> None:
+        """Compute the AIFI position embeddings once, for inputs of hw = (H, W) pixels, as
+        non-persistent buffers (the state dict is unchanged); the forward then takes only that
+        size. None goes back to any size (a per-size cache)."""
+        self.fixed_hw = None if hw is None else (int(hw[0]), int(hw[1]))
+        ref = next(self.parameters())
+        for encoder, idx in zip(self.encoder, self.use_encoder_idx):
+            pe = None
+            if hw is not None:
+                h, w = self._map_size(idx)
+                pe = sincos_position_embedding(w, h, self.hidden_dim, self.pe_temperature).to(ref.device, ref.dtype)
+            encoder.pos_embed = pe
+
+    def _map_size(self, idx: int) -> tuple[int, int]:
+        stride = self.feat_strides[idx]
+        return self.fixed_hw[0] // stride, self.fixed_hw[1] // stride
+
+    def position_embedding(self, k: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """[1, h*w, hidden_dim] for the h x w map of AIFI level k: the fixed buffer, else cached per size."""
+        encoder = self.encoder[k]
+        if encoder.pos_embed is None:
+            return self._pos_cache.get((w, h), like.device, like.dtype)
+        if (h, w) != self._map_size(self.use_encoder_idx[k]):
+            raise size_mismatch(self.fixed_hw, f"a {h}x{w} map at stride {self.feat_strides[self.use_encoder_idx[k]]}")
+        return encoder.pos_embed
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(feats) != len(self.in_channels):
             raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(feats)}")
         proj = [p(f) for p, f in zip(self.input_proj, feats)]
 
-        for encoder, idx in zip(self.encoder, self.use_encoder_idx):
+        for k, (encoder, idx) in enumerate(zip(self.encoder, self.use_encoder_idx)):
             b, c, h, w = proj[idx].shape
             tokens = proj[idx].flatten(2).permute(0, 2, 1)  # [B, h*w, C]
-            memory = encoder(tokens, self.position_embedding(h, w, tokens))
-            proj[idx] = memory.permute(0, 2, 1).reshape(b, c, h, w).contiguous()
+            memory = encoder(tokens, self.position_embedding(k, h, w, tokens))
+            # [B, h*w, C] viewed as [B, C, h, w] is channels-last already: NCHW needs a copy.
+            memory = memory.permute(0, 2, 1).reshape(b, c, h, w)
+            proj[idx] = memory if self.channels_last else memory.contiguous()
 
-        return cross_scale_fusion(self, proj)
+        # CCFF, top-down: each lateral conv output replaces its map among the inner outputs.
+        n = len(proj)
+        inner = [proj[-1]]
+        for k, idx in enumerate(range(n - 1, 0, -1)):
+            high = self.lateral_convs[k](inner[0])
+            inner[0] = high
+            up = F.interpolate(high, scale_factor=2.0, mode="nearest")
+            inner.insert(0, self.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
 
-
-def cross_scale_fusion(enc: nn.Module, proj: list[torch.Tensor]) -> list[torch.Tensor]:
-    """CCFF over [P3, P4, P5] (after AIFI): top-down then bottom-up, with `enc`'s lateral_convs,
-    fpn_blocks, downsample_convs and pan_blocks. Shared by the inference-only encoder copy."""
-    # Top-down: each lateral conv output replaces its map among the inner outputs.
-    n = len(proj)
-    inner = [proj[-1]]
-    for k, idx in enumerate(range(n - 1, 0, -1)):
-        high = enc.lateral_convs[k](inner[0])
-        inner[0] = high
-        up = F.interpolate(high, scale_factor=2.0, mode="nearest")
-        inner.insert(0, enc.fpn_blocks[k](torch.cat([up, proj[idx - 1]], dim=1)))
-
-    # Bottom-up.
-    outs = [inner[0]]
-    for k in range(n - 1):
-        down = enc.downsample_convs[k](outs[-1])
-        outs.append(enc.pan_blocks[k](torch.cat([down, inner[k + 1]], dim=1)))
-    return outs
+        # Bottom-up.
+        outs = [inner[0]]
+        for k in range(n - 1):
+            down = self.downsample_convs[k](outs[-1])
+            outs.append(self.pan_blocks[k](torch.cat([down, inner[k + 1]], dim=1)))
+        return outs

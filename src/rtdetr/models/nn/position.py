@@ -2,6 +2,8 @@
 
 Both depend only on the feature-map sizes, so the modules compute them once per input
 size and cache them (`SizeCache`): any height and width that are multiples of 32 work.
+For one known size, `fix_size(hw)` on the encoder and the decoder (or `RTDETR.fix_size`)
+keeps them as buffers instead, and other sizes are refused (`size_mismatch`).
 """
 from __future__ import annotations
 
@@ -66,6 +68,13 @@ class SizeCache:
 
     def clear(self) -> None:
         self._store.clear()
+
+
+def size_mismatch(fixed_hw: tuple[int, int], got: str) -> ValueError:
+    """The one-line error of a module fixed to inputs of `fixed_hw` = (H, W) given something else."""
+    h, w = fixed_hw
+    return ValueError(f"fixed to {h}x{w} inputs by fix_size, got {got}; make a copy for another size with "
+                      f"optimize_for_inference(model, imgsz=(H, W)) or copy.deepcopy(model).fix_size((H, W))")
 
 
 def _to(value, device, dtype):
