@@ -184,3 +184,26 @@ def test_num_boxes_under_torch_distributed(tmp_path):
         assert average_num_boxes([full, full], torch.device("cpu")) == 6.0
     finally:
         dist.destroy_process_group()
+
+
+# --- losses by name ----------------------------------------------------------------------------
+
+def test_losses_by_name_give_their_terms_of_every_level(fixture):
+    """'boxes' alone: the bbox and giou terms of every level, equal to the full criterion's;
+    'vfl' alone: the vfl terms. Together they are the official set (checked above)."""
+    full = official_criterion(fixture)(fixture["outputs"], fixture["targets"])
+    m, c = fixture["matcher"], fixture["criterion"]
+    for losses, prefixes in ((("boxes",), ("loss_bbox", "loss_giou")), (("vfl",), ("loss_vfl",))):
+        matcher = HungarianMatcher(**m["weights"], alpha=m["alpha"], gamma=m["gamma"])
+        criterion = RTDETRCriterion(fixture["num_classes"], matcher, weight_dict=c["weights"],
+                                    alpha=c["alpha"], gamma=c["gamma"], losses=losses)
+        part = criterion(fixture["outputs"], fixture["targets"])
+        assert set(part) == {k for k in full if k.startswith(prefixes)}, losses
+        assert all(torch.equal(part[k], full[k]) for k in part)
+
+
+def test_unknown_loss_names_are_listed_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"^unknown loss\(es\) 'focal', 'labels'; known: vfl, boxes$"):
+        RTDETRCriterion(2, HungarianMatcher(), losses=("vfl", "focal", "labels"))
+    with pytest.raises(ValueError, match="no losses given; known: vfl, boxes"):
+        RTDETRCriterion(2, HungarianMatcher(), losses=())

@@ -90,6 +90,7 @@ def test_shared_values():
         assert (r.warmup_steps, r.lr_milestones, r.lr_gamma) == (2000, (1000,), 0.1), name
         assert (r.ema_decay, r.ema_warmups, r.clip_max_norm) == (0.9999, 2000, 0.1), name
         assert (r.total_batch_size, r.eval_size) == (16, 640), name
+        assert r.losses == ("vfl", "boxes") and r.pretrained_backbone, name   # criterion losses, `pretrained: True`
         v1 = name.startswith("rtdetr_")
         assert r.use_amp is not v1, name            # v2 optimizer.yml sets it, v1 keeps runtime.yml's False
         assert r.param_names == ("v1" if v1 else "v2"), name

@@ -10,7 +10,11 @@ import torch
 import rtdetr
 from rtdetr.data import load_dataset, make_synthetic_dataset
 from rtdetr.train.config import TrainConfig
-from rtdetr.train.trainer import Trainer, initial_weights, train
+from rtdetr.train.build import initial_weights, split_groups
+from rtdetr.train.loaders import augment_config
+from rtdetr.train.recipes import get_recipe
+from rtdetr.train.resolve import effective_config
+from rtdetr.train.trainer import Trainer, train
 
 SMALL = dict(model="demo", imgsz=128, batch=4, workers=0, seed=0, exist_ok=True, lr=4e-4, warmup_steps=2)
 
@@ -69,7 +73,7 @@ def test_run_folder_and_early_stopping(data, tmp_path):
     result = train(data=str(data), epochs=5, patience=1, project=str(tmp_path), name="stop", **kwargs)
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
     run = result.run_dir
-    for name in ("results.csv", "steps.csv", "loss.png", "ap.png", "weights/best.pt", "weights/last.pt"):
+    for name in ("args.yaml", "results.csv", "steps.csv", "loss.png", "ap.png", "weights/best.pt", "weights/last.pt"):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     with open(run / "results.csv", newline="") as f:
@@ -108,18 +112,21 @@ def test_fine_tuning_keeps_rows_of_classes_with_coco_names(tmp_path):
 
 def test_model_train_fine_tunes_the_model_itself(data, tmp_path):
     torch.manual_seed(0)
-    model = rtdetr.create_model("demo", num_classes=3)
-    assert model.train() is model and model.training and not model.train(False).training
+    model = rtdetr.load_model("demo", weights=None, num_classes=3)
+    start = {k: v.clone() for k, v in model.model.state_dict().items()}
     kwargs = {k: v for k, v in SMALL.items() if k not in ("model", "lr")}
-    result = model.train(data=str(data), epochs=1, max_steps=1, project=str(tmp_path), name="own", lr=0.0, **kwargs)
+    steps = []
+    result = model.train(data=str(data), epochs=1, max_steps=1, project=str(tmp_path), name="own", lr=0.0,
+                         extra_losses=[lambda ctx: steps.append(ctx.step) or {}], **kwargs)
+    assert steps == [0]  # Detector.train passes extra losses through to the run
     trained = torch.load(result.run_dir / "weights" / "last.pt", weights_only=True)["model"]
     # lr 0: the run started from (and kept) this model's weights, not a fresh initialisation.
-    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items() if "running_" not in k
+    assert all(torch.equal(trained[k], v) for k, v in start.items() if "running_" not in k
                and "num_batches" not in k)
+    assert model.source == str(result.run_dir / "weights" / "last.pt")  # the detector now holds the run's weights
 
 
 def test_backbone_lr_override_splits_every_group():
-    from rtdetr.train.trainer import split_groups
     a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
     groups = [{"params": [a, b], "weight_decay": 0.0}, {"params": [c]}]
     out = split_groups(groups, {id(a), id(c)}, lr=1e-5)
@@ -128,15 +135,21 @@ def test_backbone_lr_override_splits_every_group():
 
 
 def test_multiscale_sizes_follow_the_training_size():
-    from rtdetr.train.recipes import get_recipe
-    from rtdetr.train.trainer import augment_config
-    r50 = get_recipe("rtdetrv2_r50vd")
-    official = augment_config(TrainConfig(data="x", imgsz=(640, 640)), r50).scales
-    assert official == (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
-    assert augment_config(TrainConfig(data="x", imgsz=(320, 320)), r50).scales == (
-        224, 256, 288, 352, 384, 320, 320, 320)
-    assert augment_config(TrainConfig(data="x", multiscale=False), r50).scales is None
-    assert augment_config(TrainConfig(data="x"), get_recipe("rtdetrv2_r18vd")).scales is None
+    def scales(**kwargs):
+        cfg = effective_config(TrainConfig(data="x", **kwargs))
+        return augment_config(cfg, get_recipe(cfg.recipe)).scales
+
+    official = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
+    assert scales(model="rtdetrv2_r50vd") == scales(model="rtdetrv2_r50vd", imgsz=(640, 640)) == official
+    assert scales(model="rtdetrv2_r50vd", imgsz=(320, 320)) == (224, 256, 288, 352, 384, 320, 320, 320)
+    assert scales(model="rtdetrv2_r50vd", multiscale=False) is None
+    assert scales(model="rtdetrv2_r18vd") is None                  # the r18 v2 configs set `scales: ~`
+    assert scales(model="rtdetrv2_r18vd", multiscale=True) == official
+
+
+def test_augment_config_needs_an_effective_configuration():
+    with pytest.raises(ValueError, match="needs an effective configuration"):
+        augment_config(TrainConfig(data="x"), get_recipe("rtdetrv2_r50vd"))
 
 
 def test_time_budget_plans_the_epochs_that_fit(data):
@@ -195,3 +208,43 @@ def test_resume_with_more_epochs_continues_to_them(data, tmp_path):
     more = train(data=str(data), epochs=2, project=str(tmp_path), name="more", resume=True, **SMALL)
     assert more.epochs_run == 2
     assert torch.load(more.run_dir / "weights" / "last.pt", weights_only=True)["trainer"]["global_step"] == 6
+
+
+def test_extra_modules_and_losses_reach_the_run_through_train(data, tmp_path):
+    """An extra term worth step + 1 whose gradient reaches only the extra module: the run takes the
+    same steps as one without it, its logged loss is larger by exactly that term, and the extra
+    module is optimised and checkpointed. (Clipping off: it would mix the module's gradient in.)"""
+    calls = []
+
+    def probe(ctx):
+        calls.append((ctx.epoch, ctx.step, tuple(ctx.images.shape[:2]), len(ctx.targets),
+                      ctx.outputs["pred_boxes"].dtype, "loss_vfl" in ctx.losses, ctx.model.cfg.name))
+        w = ctx.extra_modules["probe"].weight
+        return {"loss_probe": (w - w.detach()).sum() + float(ctx.step + 1)}
+
+    common = dict(data=str(data), epochs=1, max_steps=2, clip_max_norm=0.0, project=str(tmp_path), **SMALL)
+    plain = train(name="plain", **common)
+    module = torch.nn.Linear(1, 1, bias=False)
+    before = module.weight.detach().clone()
+    extra = train(name="extra", extra_modules={"probe": module}, extra_losses=[probe], **common)
+
+    assert calls == [(0, 0, (4, 3), 4, torch.float32, True, "demo"), (0, 1, (4, 3), 4, torch.float32, True, "demo")]
+    with_term, without = step_losses(extra.run_dir), step_losses(plain.run_dir)
+    assert [s for s, _ in with_term] == [s for s, _ in without] == [1, 2]
+    for (step, a), (_, b) in zip(with_term, without):
+        # The same float64 terms, plus one more: only summation rounding remains.
+        assert float(a) - float(b) == pytest.approx(step, abs=1e-9)
+    saved = torch.load(extra.run_dir / "weights" / "last.pt", weights_only=True)["extra_modules"]
+    assert set(saved) == {"probe.weight"} and not torch.equal(saved["probe.weight"], before)
+
+
+def test_extra_terms_must_be_new_loss_terms():
+    from rtdetr.train.step import _check_extra_terms
+
+    def distill(ctx):
+        return {}
+
+    with pytest.raises(ValueError, match=r"extra loss distill returned term 'kd', which does not start with 'loss_'"):
+        _check_extra_terms(distill, {"kd": torch.zeros(())}, {"loss_vfl": torch.zeros(())})
+    with pytest.raises(ValueError, match="returned term 'loss_vfl', which repeats a criterion term"):
+        _check_extra_terms(distill, {"loss_vfl": torch.zeros(())}, {"loss_vfl": torch.zeros(())})

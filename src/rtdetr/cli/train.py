@@ -18,20 +18,17 @@ def _parse_optional(kind):
     return parse
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
 def _parse_resume(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _help(default) -> str:
+    return "(default: the recipe's)" if default is None else "(default %(default)s)"
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, typed from its annotation."""
+    """One option per TrainConfig field, typed from its annotation. A field whose default is None
+    keeps None when the option is not given: the run then takes the recipe's value."""
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         if f.name in ("class_names",):
@@ -43,21 +40,25 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if f.name == "data":
             parser.add_argument(flag, required=True, help="data set folder or file (COCO, YOLO data.yaml, VOC)")
         elif f.name == "imgsz":
-            parser.add_argument(flag, type=int, nargs="+", default=list(default), metavar="SIZE",
-                                help="H W, or one size for square (default %(default)s)")
+            parser.add_argument(flag, type=int, nargs="+", default=default, metavar="SIZE",
+                                help="H W, or one size for square (default: the recipe's eval size)")
+        elif f.name == "losses":
+            parser.add_argument(flag, nargs="+", default=default, metavar="NAME",
+                                help="criterion losses by name: vfl boxes (default: the recipe's)")
         elif f.name == "resume":
             parser.add_argument(flag, type=_parse_resume, nargs="?", const=True, default=False,
                                 help="resume the run folder's last.pt, or a given last.pt")
         elif f.name == "model":
             parser.add_argument(flag, default=default, help="zoo name or 'demo' (default %(default)s)")
-        elif hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif hint is bool or set(args) == {bool, type(None)}:  # --x / --no-x; neither: the default (None: recipe)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help="(default: the recipe's or the model's)" if default is None else None)
         elif hint in (int, float, str):
-            parser.add_argument(flag, type=hint, default=default, help="(default %(default)s)")
+            parser.add_argument(flag, type=hint, default=default, help=_help(default))
         else:  # Optional[...] / unions: "none" means None
             kind = next(a for a in args if a is not type(None))
-            kind = _parse_bool if kind is bool else kind if kind in (int, float, str) else str
-            parser.add_argument(flag, type=_parse_optional(kind), default=default, help="(default %(default)s)")
+            kind = kind if kind in (int, float, str) else str
+            parser.add_argument(flag, type=_parse_optional(kind), default=default, help=_help(default))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -8,6 +8,7 @@ import importlib
 
 _NAMES = {"TrainConfig": "rtdetr.train.config", "TrainRecipe": "rtdetr.train.recipes",
           "Trainer": "rtdetr.train.trainer", "TrainResult": "rtdetr.train.trainer", "train": "rtdetr.train.trainer",
+          "effective_config": "rtdetr.train.resolve", "ExtraLoss": "rtdetr.train.step",
           "RTDETRCriterion": "rtdetr.train.criterion", "HungarianMatcher": "rtdetr.train.matcher"}
 __all__ = sorted(_NAMES)
 

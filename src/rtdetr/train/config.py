@@ -9,30 +9,43 @@ from rtdetr.core.sizes import check_imgsz
 
 @dataclass
 class TrainConfig:
-    """A training run. Defaults follow the official RT-DETRv2 recipe where one exists.
+    """A training run. A field left None takes the value of the run's recipe (`recipe`, by
+    default the model's own official recipe; demo and custom architectures: see `recipe`), so
+    the recipe is the single source of the defaults; a value given here overrides it. The run
+    folder's `args.yaml` records the effective values and which came from the recipe.
 
     data:            a data set folder or file (COCO json, YOLO data.yaml, Pascal VOC; detected)
     model:           a zoo name (`rtdetr models`), "demo" (the small CPU configuration), or a
                      ModelConfig of your own (Python API)
     weights:         "official" fine-tunes from the zoo model's COCO weights, a file loads those,
-                     None trains from scratch
+                     None trains the detector from scratch (see pretrained_backbone)
+    pretrained_backbone: start the backbone from its ImageNet-pretrained file (downloaded once
+                     into the cache), as the official recipes do. None: yes for zoo architectures
+                     trained without weights; no for "demo" and ModelConfigs of your own (nothing
+                     is downloaded). False: a random backbone
     recipe:          official optimiser / schedule recipe by zoo name; None: the model's own
-    epochs, batch:   epochs, and images per optimiser step over all processes
-    imgsz:           training and validation size (height, width)
-    lr, lr_backbone: overrides of the recipe's learning rates (None: recipe)
-    weight_decay:    override of the recipe's weight decay (None: recipe)
-    warmup_steps:    linear warm-up length in optimiser steps (None: recipe)
+                     ("demo" has its own; a ModelConfig of your own takes rtdetrv2_r18vd's)
+    epochs, batch:   epochs, and images per optimiser step over all processes (recipe: the
+                     official epochs and total batch size)
+    imgsz:           training and validation size (height, width) (recipe: its eval size, square)
+    lr, lr_backbone: overrides of the recipe's learning rates (lr_backbone None: the recipe's
+                     parameter groups decide the backbone's rate)
+    weight_decay:    override of the recipe's weight decay
+    warmup_steps:    linear warm-up length in optimiser steps
     lr_schedule:     "multistep" (official) or "cosine"
-    amp:             "off", "bf16" (CPU or CUDA autocast) or "fp16" (CUDA, with a grad scaler)
+    amp:             "off", "bf16" (CPU or CUDA autocast) or "fp16" (CUDA, with a grad scaler);
+                     None: "fp16" on CUDA where the recipe uses AMP, else "off"
     ema:             keep an EMA of the weights (evaluated and saved as `best.pt`)
     ema_decay, ema_warmups: EMA decay and its warm-up in updates
     clip_max_norm:   gradient clipping (0: off)
+    losses:          the criterion's losses by name: "vfl", "boxes" (loss_bbox and loss_giou)
     grad_accum:      micro-batches per optimiser step
     grad_checkpoint: recompute decoder layers in backward to save memory
     freeze_backbone: train the encoder and decoder only
     sync_bn:         synchronised batch norm across processes (multi-GPU)
     aug:             augmentation on or off; aug_stop_epoch / multiscale / multiscale_stop_epoch
-                     as the official policy (None: recipe)
+                     as the official policy (a recipe's stop epoch None: never stops; to never
+                     stop where the recipe does, give a stop epoch of `epochs` or more)
     patience, min_delta: early stopping on validation AP50:95 (None: off)
     val_interval:    validate every N epochs
     workers:         DataLoader worker processes
@@ -52,20 +65,22 @@ class TrainConfig:
     data: str = ""
     model: str | ModelConfig = "rtdetrv2_r18vd"
     weights: str | None = None
+    pretrained_backbone: bool | None = None
     recipe: str | None = None
-    epochs: int = 72
-    batch: int = 16
-    imgsz: tuple[int, int] = (640, 640)
+    epochs: int | None = None
+    batch: int | None = None
+    imgsz: tuple[int, int] | None = None
     lr: float | None = None
     lr_backbone: float | None = None
     weight_decay: float | None = None
     warmup_steps: int | None = None
     lr_schedule: str = "multistep"
-    amp: str = "off"
+    amp: str | None = None
     ema: bool = True
-    ema_decay: float = 0.9999
-    ema_warmups: int = 2000
-    clip_max_norm: float = 0.1
+    ema_decay: float | None = None
+    ema_warmups: int | None = None
+    clip_max_norm: float | None = None
+    losses: tuple[str, ...] | None = None
     grad_accum: int = 1
     grad_checkpoint: bool = False
     freeze_backbone: bool = False
@@ -96,15 +111,19 @@ class TrainConfig:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise TypeError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        if "imgsz" in kwargs:
+        if kwargs.get("imgsz") is not None:
             kwargs["imgsz"] = check_imgsz(kwargs["imgsz"])
+        if kwargs.get("losses") is not None:  # "vfl,boxes", ["vfl", "boxes"] or ("vfl,boxes",)
+            losses = [kwargs["losses"]] if isinstance(kwargs["losses"], str) else kwargs["losses"]
+            kwargs["losses"] = tuple(n.strip() for item in losses for n in str(item).split(",") if n.strip())
+        if isinstance(kwargs.get("model"), dict):  # as args.yaml writes a ModelConfig
+            kwargs["model"] = ModelConfig.from_dict(kwargs["model"])
         if kwargs.get("resume") in ("", "false", "False"):
             kwargs["resume"] = False
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
 
 
 def defaults() -> dict:

@@ -1,0 +1,89 @@
+"""A run's checkpoints: `last.pt` (everything a resume needs, to the step), `best.pt` (the best
+validated weights), and resuming from a `last.pt`."""
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from rtdetr.core import distributed as dist
+from rtdetr.core.errors import CheckpointError
+from rtdetr.core.io import rng_state, save_atomic, set_rng_state
+from rtdetr.eval import EvalResult
+from rtdetr.train.ema import unwrap
+
+
+class CheckpointMixin:
+    """Checkpoints of `Trainer` (which sets the attributes used here)."""
+
+    def _meta(self) -> dict:
+        return {"config": self.model.cfg.to_dict(), "class_names": list(self.class_names),
+                "category_ids": list(self.category_ids)}
+
+    def save_last(self) -> None:
+        if not dist.is_main():
+            return
+        ckpt = {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "extra_modules": self.extra_modules.state_dict(),
+            "trainer": dict(self.state),
+            "rng": rng_state(),
+            "train_config": self.cfg.to_dict(),
+            "rtdetr": self._meta(),
+        }
+        if self.ema is not None:
+            ckpt["ema"] = self.ema.state_dict()
+        save_atomic(ckpt, self.run_dir / "weights" / "last.pt")
+
+    def save_best(self, weights: dict, result: EvalResult) -> None:
+        if dist.is_main():
+            save_atomic({"model": weights, "rtdetr": self._meta(), "metrics": result.to_dict(),
+                         "epoch": self.state["epoch"]}, self.run_dir / "weights" / "best.pt")
+
+    def best_result(self) -> EvalResult | None:
+        path = self.run_dir / "weights" / "best.pt"
+        if not path.exists():
+            return None
+        return EvalResult.from_dict(torch.load(path, map_location="cpu", weights_only=True)["metrics"])
+
+    def _resume_path(self) -> Path:
+        if isinstance(self.cfg.resume, str) and self.cfg.resume not in ("", "True"):
+            return Path(self.cfg.resume)
+        return self.run_dir / "weights" / "last.pt"
+
+    def _load_resume(self) -> None:
+        path = self._resume_path()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: nothing to resume (no such file)")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if "trainer" not in ckpt or "optimizer" not in ckpt:
+            raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/trainer state); "
+                                  f"use weights= to start a new run from it")
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
+        self.state.update(ckpt["trainer"])
+        if self.cfg.time is None:  # only a time budget's plan outlives the run; else --epochs decides
+            self.state["epochs"] = self.cfg.epochs
+        self.schedule = replace(self.schedule, epochs=self.state["epochs"])
+        set_rng_state(ckpt["rng"])
+        self._trim_step_log()
+
+    def _trim_step_log(self) -> None:
+        """Forget step rows written after the checkpoint (the resumed run writes them again)."""
+        path = self.run_dir / "steps.csv"
+        if not dist.is_main() or not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f)]
+        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.state["global_step"]]
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(keep)

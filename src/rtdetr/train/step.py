@@ -1,0 +1,122 @@
+"""One optimiser step: forward, losses (the criterion's and any extra terms), backward over the
+micro-batches, clipping, the optimiser and EMA updates, and the gradient norms it logs."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Protocol
+
+import torch
+
+from rtdetr.eval.validate import autocast
+from rtdetr.train.ema import unwrap
+
+class ExtraLoss(Protocol):
+    """An extra loss term of a run: `train(..., extra_losses=[fn])` or `Trainer(cfg, extra_losses=[fn])`.
+
+    `fn(ctx)` is called once per micro-batch, after the criterion, with a context of:
+        ctx.model          the detector being trained (not DDP-wrapped)
+        ctx.images         the batch, [B, 3, H, W] on the training device
+        ctx.targets        per image: 'labels' [n], 'boxes' [n, 4] (cx, cy, w, h, normalised)
+        ctx.outputs        the detector's training outputs, in float32 (see `criterion`)
+        ctx.losses         a copy of the criterion's weighted terms of this micro-batch
+        ctx.epoch          the 0-based epoch
+        ctx.step           the optimiser steps done before this one
+        ctx.extra_modules  the run's `extra_modules` (an nn.ModuleDict), optimised and
+                           checkpointed with the model
+    and returns {name: scalar tensor}, terms already weighted: they are added to the loss that
+    is backpropagated, and logged as the criterion's terms are (in the logged `loss`, and as
+    TensorBoard `train/<name>`). Names start with 'loss_' and do not repeat a criterion term
+    (else a one-line ValueError); {} adds nothing.
+    """
+
+    def __call__(self, ctx: SimpleNamespace) -> dict[str, torch.Tensor]: ...
+
+
+class StepMixin:
+    """The optimiser step of `Trainer` (which sets the attributes used here)."""
+
+    def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        with autocast(self.device, self.amp_dtype):
+            outputs = self.net(images, targets=targets)
+        outputs = _to_float(outputs)
+        losses = self.criterion(outputs, targets)
+        if self.extra_losses:
+            ctx = SimpleNamespace(model=self.model, images=images, targets=targets, outputs=outputs,
+                                  losses=dict(losses), epoch=self.state["epoch"], step=self.state["global_step"],
+                                  extra_modules=self.extra_modules)
+            for fn in self.extra_losses:
+                terms = fn(ctx)
+                _check_extra_terms(fn, terms, losses)
+                losses.update(terms)
+        return losses
+
+    def train_step(self, micro_batches: list[tuple[torch.Tensor, list[dict]]]) -> dict[str, float]:
+        """Forward/backward over the micro-batches, then clip, step, EMA; returns the logs."""
+        logs: dict[str, float] = {}
+        for images, targets in micro_batches:
+            images = images.to(self.device, non_blocking=True)
+            targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            losses = self.compute_losses(images, targets)
+            loss = sum(losses.values()) / len(micro_batches)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {self.state['global_step']}: "
+                                         f"{ {k: round(v.item(), 4) for k, v in losses.items()} }")
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            for k, v in losses.items():
+                logs[k] = logs.get(k, 0.0) + v.item() / len(micro_batches)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        logs.update(self.grad_norms())
+        if self.cfg.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self._trainable(), self.cfg.clip_max_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        logs["loss"] = sum(v for k, v in logs.items() if k.startswith("loss_"))
+        return logs
+
+    def _trainable(self) -> list[torch.Tensor]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return params + [p for p in self.extra_modules.parameters() if p.requires_grad]
+
+    def grad_norms(self) -> dict[str, float]:
+        """Gradient norm of each part: backbone, AIFI (encoder attention), CCFF (fusion), decoder."""
+        m = unwrap(self.model)
+        aifi = {id(p) for p in m.encoder.encoder.parameters()}
+        parts = {
+            "backbone": list(m.backbone.parameters()),
+            "aifi": list(m.encoder.encoder.parameters()),
+            "ccff": [p for p in m.encoder.parameters() if id(p) not in aifi],
+            "decoder": list(m.decoder.parameters()),
+        }
+        out = {}
+        for name, params in parts.items():
+            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            out[f"grad_norm/{name}"] = torch.stack(grads).norm().item() if grads else 0.0
+        return out
+
+
+def _check_extra_terms(fn: ExtraLoss, terms, losses: dict) -> None:
+    """An extra loss's result must be new 'loss_' terms (else they would be summed but not logged)."""
+    name = getattr(fn, "__name__", repr(fn))
+    if not isinstance(terms, dict):
+        raise TypeError(f"extra loss {name} returned a {type(terms).__name__}, not a dict of loss terms")
+    for key in terms:
+        if not str(key).startswith("loss_") or key in losses:
+            why = "repeats a criterion term" if key in losses else "does not start with 'loss_'"
+            raise ValueError(f"extra loss {name} returned term {key!r}, which {why}")
+
+
+def _to_float(outputs):
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _to_float(v) for k, v in outputs.items()}
+    if isinstance(outputs, list):
+        return [_to_float(v) for v in outputs]
+    return outputs
