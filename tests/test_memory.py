@@ -15,8 +15,11 @@ import pytest
 
 from rtdetr.core.memory import reuse_large_allocations
 
+# The probe loads what every model process loads (the models use torchvision.ops): with torch
+# alone in the process the heap grows differently, and 6 of the 10 tensors still fault in
+# (98,304 faults measured) although the thresholds are raised.
 PROBE = """
-import resource, sys, torch
+import resource, sys, torch, torchvision
 from rtdetr.core.memory import reuse_large_allocations
 raised = reuse_large_allocations()
 torch.empty(16 * 1024 * 1024).fill_(1.0)   # warm: the first 64 MB always faults in

@@ -96,7 +96,9 @@ class Detector:
         Training starts from this detector's weights; afterwards the detector holds the run's best
         weights (`best.pt`, else `last.pt`) and the data set's class names, as Ultralytics' `Model`
         does. Keyword arguments are `rtdetr train`'s (`rtdetr.train.TrainConfig` fields); what is
-        not given comes from the architecture's official recipe (custom architectures: the default one).
+        not given comes from the architecture's official recipe (custom architectures: the default
+        one). `extra_modules` ({name: nn.Module}) and `extra_losses` (callables, see
+        `rtdetr.train.ExtraLoss`) add training-only modules and loss terms to the run.
         """
         from rtdetr.models import zoo
         from rtdetr.train.trainer import train

@@ -4,7 +4,7 @@ Names load on first use: the command line reads `TrainConfig` without importing 
 """
 from __future__ import annotations
 
-import importlib
+from rtdetr.core.lazy import lazy_names
 
 _NAMES = {"TrainConfig": "rtdetr.train.config", "TrainRecipe": "rtdetr.train.recipes",
           "Trainer": "rtdetr.train.trainer", "TrainResult": "rtdetr.train.trainer", "train": "rtdetr.train.trainer",
@@ -12,8 +12,4 @@ _NAMES = {"TrainConfig": "rtdetr.train.config", "TrainRecipe": "rtdetr.train.rec
           "RTDETRCriterion": "rtdetr.train.criterion", "HungarianMatcher": "rtdetr.train.matcher"}
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        return getattr(importlib.import_module(_NAMES[name]), name)
-    raise AttributeError(f"module 'rtdetr.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
