@@ -28,7 +28,7 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
     from rtdetr.train.ema import ModelEMA
     from rtdetr.train.recipes import get_recipe, make_optimizer
     from rtdetr.core.memory import reuse_large_allocations
-    from rtdetr.train.trainer import _to_float as to_float
+    from rtdetr.train.step import outputs_to_float as to_float
 
     reuse_large_allocations()  # as the trainer does (rtdetr.core.memory)
     torch.manual_seed(0)

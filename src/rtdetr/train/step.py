@@ -38,7 +38,7 @@ class StepMixin:
     def compute_losses(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         with autocast(self.device, self.amp_dtype):
             outputs = self.net(images, targets=targets)
-        outputs = _to_float(outputs)
+        outputs = outputs_to_float(outputs)
         losses = self.criterion(outputs, targets)
         if self.extra_losses:
             ctx = SimpleNamespace(model=self.model, images=images, targets=targets, outputs=outputs,
@@ -112,11 +112,12 @@ def _check_extra_terms(fn: ExtraLoss, terms, losses: dict) -> None:
             raise ValueError(f"extra loss {name} returned term {key!r}, which {why}")
 
 
-def _to_float(outputs):
+def outputs_to_float(outputs):
+    """Every floating tensor in a (nested) model output as float32 (autocast outputs, before the losses)."""
     if torch.is_tensor(outputs):
         return outputs.float() if outputs.is_floating_point() else outputs
     if isinstance(outputs, dict):
-        return {k: _to_float(v) for k, v in outputs.items()}
+        return {k: outputs_to_float(v) for k, v in outputs.items()}
     if isinstance(outputs, list):
-        return [_to_float(v) for v in outputs]
+        return [outputs_to_float(v) for v in outputs]
     return outputs
