@@ -1,8 +1,9 @@
-"""Prediction for users: `predict(model, source)` / `Predictor`, `Result`, and the `rtdetr predict` command.
+"""Prediction: `Predictor` / `predict(model, source)` (what `Detector.predict` and `rtdetr predict`
+run), `Result`.
 
-Files, one concept each: images.py (reading one picture), video.py (video files), sources.py
-(what a source expands to), results.py (`Result`, `Boxes`), draw.py (annotated pictures),
-run.py (the run folder), predictor.py (the pipeline), cli.py (the command).
+Files, one concept each: video.py (video files), sources.py (what a source expands to),
+results.py (`Result`, `Boxes`), draw.py (annotated pictures), run.py (the run folder),
+predictor.py (the pipeline); pictures are read by `rtdetr.core.images`.
 """
 from rtdetr.core.images import ImageReadError, read_image
 from rtdetr.predict.predictor import Predictions, Predictor, PredictWarning, predict

@@ -11,7 +11,7 @@
 [N, 2] (width, height). Results are torch tensors on the CPU, so `rtdetr.postprocess`, the
 predictor and `Result` take them as they take the PyTorch model's.
 
-Either kind of graph works (see `onnx_export`): one that ends in the post-processing
+Either kind of graph works (see `rtdetr.export.onnx`): one that ends in the post-processing
 (`labels`, `boxes`, `scores`, e.g. the official `export_onnx.py` graphs too) or a raw one
 (`pred_logits`, `pred_boxes`), which `detect` post-processes with `rtdetr.postprocess`.
 A graph with a fixed batch size is run in chunks of that size.
