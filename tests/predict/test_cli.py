@@ -149,3 +149,17 @@ def test_random_weights_for_a_zoo_model(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "(1/3 decoder layers) on cpu at 128x160" in err
     assert "--half needs a CUDA device" in err
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_closed_pipe_is_not_an_error(unbuffered):
+    """`rtdetr models | head -1`: the reader leaves early; no traceback, exit status 0, whether
+    the output is written line by line or at the end."""
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    proc = subprocess.Popen([sys.executable, "-m", "rtdetr.cli", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # gone before the first line: every write hits the closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 0 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

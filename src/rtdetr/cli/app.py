@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rtdetr.core.hub import WeightsDownloadError
@@ -177,12 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     from rtdetr.core.memory import reuse_large_allocations
     reuse_large_allocations()  # see rtdetr.core.memory: large CPU tensors without page faults
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here when output is buffered
+        return status
     # Every error of ours is a ValueError with a one-line message (CheckpointError, DatasetError,
     # ImageReadError, SourceError, UnsupportedOnThisCPU), or a failed download.
     except (WeightsDownloadError, ValueError, TypeError, ImportError) as e:
         print(f"rtdetr: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rtdetr models | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":
