@@ -1,12 +1,18 @@
-"""HGNetv2 against the official reference fixtures (key layout and backbone outputs)."""
+"""HGNetv2 against the official reference fixtures (key layout and backbone outputs), RT-DETRv2's L/X/H
+and the B-series of D-FINE / DEIM / RT-DETRv4."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from rtdetr.models.nn.hgnetv2 import HGNetv2
+from rtdetr.models.nn.hgnetv2 import ARCHITECTURES, ConvBNAct, HGNetv2
+from rtdetr.models.reparam import fuse_model
+from rtdetr.models.weights import normalise_keys
 from tests.recipe import load_reference, recipe_image, recipe_state_dict
 
 PREFIX = "backbone."
@@ -110,3 +116,43 @@ def test_freeze_norm():
 def test_unknown_variant():
     with pytest.raises(ValueError):
         HGNetv2("M")
+
+
+# ---------------------------------------------------------------- the B-series (D-FINE / DEIM / RT-DETRv4)
+
+V4 = Path(__file__).resolve().parents[1] / "fixtures" / "official_v4"
+
+
+@pytest.mark.parametrize("fixture, variant, use_lab, freeze_norm", [
+    ("dfine_hgnetv2_s", "B0", True, False),
+    ("deim_hgnetv2_m", "B2", True, False),
+    ("dfine_hgnetv2_l", "B4", False, True),
+])
+def test_b_series_layout_matches_the_official_manifests(fixture, variant, use_lab, freeze_norm):
+    """Every official backbone key and shape, through the key map that loading uses (D-FINE names
+    two blocks and the 2x2 stem convs differently: `rtdetr.models.weights.DFINE_RENAMES`)."""
+    manifest = json.loads((V4 / f"{fixture}.json").read_text())["state_dict_manifest"]
+    official = normalise_keys({k[len(PREFIX):]: torch.empty(shape) for k, shape in manifest.items()
+                               if k.startswith(PREFIX)})
+    model = HGNetv2(variant, freeze_at=-1, freeze_norm=freeze_norm, use_lab=use_lab)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == {k: list(v.shape) for k, v in official.items()}
+
+
+def test_b4_b5_b6_are_l_x_h():
+    for b, name in (("B4", "L"), ("B5", "X"), ("B6", "H")):
+        assert ARCHITECTURES[b] == ARCHITECTURES[name]
+
+
+def test_learnable_affine_follows_the_activation_and_survives_fusing():
+    torch.manual_seed(0)
+    block = ConvBNAct(3, 4, kernel_size=3, lab=True).eval()
+    block.lab.scale.data.fill_(2.0)
+    block.lab.bias.data.fill_(-0.5)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        plain = torch.relu(block.bn(block.conv(x)))
+        assert torch.allclose(block(x), 2.0 * plain - 0.5)  # by hand: scale * relu(bn(conv(x))) + bias
+        fused = fuse_model(block)
+        assert torch.allclose(fused(x), block(x), atol=1e-5)  # folding changes float rounding only
+    assert "lab.scale" in dict(ConvBNAct(3, 4, lab=True).named_parameters())
+    assert not any("lab" in k for k in ConvBNAct(3, 4, act=False, lab=True).state_dict())  # no act, no LAB

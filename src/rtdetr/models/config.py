@@ -10,15 +10,18 @@ from dataclasses import asdict, dataclass, field, replace
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """`name`: presnet18 / presnet34 / presnet50 / presnet101 (ResNet-vd) or hgnetv2_l / _x / _h.
+    """`name`: presnet18 / presnet34 / presnet50 / presnet101 (ResNet-vd), hgnetv2_l / _x / _h
+    (RT-DETRv2) or hgnetv2_b0 ... _b6 (D-FINE / DEIM / RT-DETRv4; b4-b6 are l-h).
 
     `freeze_at`: freeze the stem and the first `freeze_at` stages (-1: nothing).
     `freeze_norm`: batch norms become FrozenBatchNorm2d (as in the official r50/r101/HGNetv2 configs).
+    `use_lab`: HGNetv2's learnable affine after every activation (the D-FINE B0-B3 configs).
     """
 
     name: str = "presnet18"
     freeze_at: int = -1
     freeze_norm: bool = False
+    use_lab: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,12 @@ V1_RENAMES = [
     (re.compile(r"^decoder\.enc_output\.0\."), "decoder.enc_output.proj."),
     (re.compile(r"^decoder\.enc_output\.1\."), "decoder.enc_output.norm."),
 ]
+# D-FINE / DEIM / RT-DETRv4 HGNetv2 names -> ours (= RT-DETRv2's, the same blocks).
+DFINE_RENAMES = [
+    (re.compile(r"\.aggregation\.0\."), ".aggregation_squeeze_conv."),
+    (re.compile(r"\.aggregation\.1\."), ".aggregation_excitation_conv."),
+    (re.compile(r"\.(stem2[ab])\.conv\.weight$"), r".\1.conv.1.weight"),
+]
 OPTIONAL_KEYS = re.compile(r"\.num_batches_tracked$")
 MAX_LISTED = 3
 
@@ -78,11 +84,11 @@ def extract_state_dict(ckpt: dict, path: str | Path = "checkpoint") -> dict[str,
 
 
 def normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip `module.`, rename v1 keys, drop computed buffers and fused deploy convolutions."""
+    """Strip `module.`, rename v1 and D-FINE-family keys, drop computed buffers and fused deploy convolutions."""
     out = {}
     for key, value in sd.items():
         key = key.removeprefix("module.")
-        for pattern, repl in V1_RENAMES:
+        for pattern, repl in (*V1_RENAMES, *DFINE_RENAMES):
             key = pattern.sub(repl, key)
         if COMPUTED_KEYS.search(key) or DEPLOY_KEYS.search(key):
             continue

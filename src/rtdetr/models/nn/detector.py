@@ -18,7 +18,8 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         return PResNet(int(b.name[len("presnet"):]), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm)
     if b.name.startswith("hgnetv2_"):
         from rtdetr.models.nn.hgnetv2 import HGNetv2
-        return HGNetv2(b.name[len("hgnetv2_"):].upper(), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm)
+        return HGNetv2(b.name[len("hgnetv2_"):].upper(), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm,
+                       use_lab=b.use_lab)
     raise ValueError(f"unknown backbone {b.name!r}")
 
 

@@ -1,4 +1,4 @@
-"""HGNetv2 backbone (variants L, X, H) for RT-DETR.
+"""HGNetv2 backbone: the B0-B6 variants (D-FINE, DEIM, RT-DETRv4; B4-B6 are RT-DETRv2's L, X, H).
 
 HGNetv2 is a convolutional backbone built from "HG blocks": a chain of small convolutions
 whose outputs are all concatenated and then squeezed back down with two 1x1 convolutions.
@@ -71,35 +71,30 @@ class HGNetv2Arch:
     stages: tuple[StageSpec, StageSpec, StageSpec, StageSpec]
 
 
+# Per stage: (downsample, light_block, kernel_size), the same in every variant.
+_STAGE_KINDS = ((False, False, 3), (True, False, 3), (True, True, 5), (True, True, 5))
+
+
+def _arch(stem: tuple[int, int, int], stages: tuple[tuple[int, int, int, int], ...], num_layers: int) -> HGNetv2Arch:
+    """stem (in, mid, out); stages (in, mid, out, blocks); num_layers: inner convolutions per HG block."""
+    specs = tuple(StageSpec(i, m, o, n, down, light, k, num_layers)
+                  for (i, m, o, n), (down, light, k) in zip(stages, _STAGE_KINDS))
+    return HGNetv2Arch(*stem, stages=specs)
+
+
+# The B-series of D-FINE / DEIM / RT-DETRv4 (`arch_configs` of the official hgnetv2.py).
 ARCHITECTURES: dict[str, HGNetv2Arch] = {
-    "L": HGNetv2Arch(
-        stem_in=3, stem_mid=32, stem_out=48,
-        stages=(
-            StageSpec(48, 48, 128, num_blocks=1, downsample=False, light_block=False, kernel_size=3),
-            StageSpec(128, 96, 512, num_blocks=1, downsample=True, light_block=False, kernel_size=3),
-            StageSpec(512, 192, 1024, num_blocks=3, downsample=True, light_block=True, kernel_size=5),
-            StageSpec(1024, 384, 2048, num_blocks=1, downsample=True, light_block=True, kernel_size=5),
-        ),
-    ),
-    "X": HGNetv2Arch(
-        stem_in=3, stem_mid=32, stem_out=64,
-        stages=(
-            StageSpec(64, 64, 128, num_blocks=1, downsample=False, light_block=False, kernel_size=3),
-            StageSpec(128, 128, 512, num_blocks=2, downsample=True, light_block=False, kernel_size=3),
-            StageSpec(512, 256, 1024, num_blocks=5, downsample=True, light_block=True, kernel_size=5),
-            StageSpec(1024, 512, 2048, num_blocks=2, downsample=True, light_block=True, kernel_size=5),
-        ),
-    ),
-    "H": HGNetv2Arch(
-        stem_in=3, stem_mid=48, stem_out=96,
-        stages=(
-            StageSpec(96, 96, 192, num_blocks=2, downsample=False, light_block=False, kernel_size=3),
-            StageSpec(192, 192, 512, num_blocks=3, downsample=True, light_block=False, kernel_size=3),
-            StageSpec(512, 384, 1024, num_blocks=6, downsample=True, light_block=True, kernel_size=5),
-            StageSpec(1024, 768, 2048, num_blocks=3, downsample=True, light_block=True, kernel_size=5),
-        ),
-    ),
+    "B0": _arch((3, 16, 16), ((16, 16, 64, 1), (64, 32, 256, 1), (256, 64, 512, 2), (512, 128, 1024, 1)), 3),
+    "B1": _arch((3, 24, 32), ((32, 32, 64, 1), (64, 48, 256, 1), (256, 96, 512, 2), (512, 192, 1024, 1)), 3),
+    "B2": _arch((3, 24, 32), ((32, 32, 96, 1), (96, 64, 384, 1), (384, 128, 768, 3), (768, 256, 1536, 1)), 4),
+    "B3": _arch((3, 24, 32), ((32, 32, 128, 1), (128, 64, 512, 1), (512, 128, 1024, 3), (1024, 256, 2048, 1)), 5),
+    "B4": _arch((3, 32, 48), ((48, 48, 128, 1), (128, 96, 512, 1), (512, 192, 1024, 3), (1024, 384, 2048, 1)), 6),
+    "B5": _arch((3, 32, 64), ((64, 64, 128, 1), (128, 128, 512, 2), (512, 256, 1024, 5), (1024, 512, 2048, 2)), 6),
+    "B6": _arch((3, 48, 96), ((96, 96, 192, 2), (192, 192, 512, 3), (512, 384, 1024, 6), (1024, 768, 2048, 3)), 6),
 }
+# RT-DETRv2's L / X / H are B4 / B5 / B6 (the same network; its checkpoints name two blocks
+# differently, which `rtdetr.models.weights` maps).
+ARCHITECTURES |= {"L": ARCHITECTURES["B4"], "X": ARCHITECTURES["B5"], "H": ARCHITECTURES["B6"]}
 
 # Total stride of the output of each stage (the stem already divides by 4).
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -110,8 +105,22 @@ STAGE_STRIDES = (4, 8, 16, 32)
 # --------------------------------------------------------------------------------------
 
 
+class LearnableAffine(nn.Module):
+    """`scale * x + bias` with two scalar parameters (keys `scale`, `bias`, shape [1]; start 1 and 0):
+    the "LAB" of the D-FINE backbones, after each activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + self.bias
+
+
 class ConvBNAct(nn.Module):
-    """Conv2d (no bias) + BatchNorm2d + optional ReLU; keys `conv.*`, `bn.*`.
+    """Conv2d (no bias) + BatchNorm2d + optional ReLU (+ `LearnableAffine` when `lab` and there
+    is an activation); keys `conv.*`, `bn.*`, `lab.*`.
 
     [B, C_in, H, W] -> [B, C_out, H', W'] with H' = ceil(H / stride) for odd kernels.
 
@@ -122,7 +131,7 @@ class ConvBNAct(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  stride: int = 1, groups: int = 1, act: bool = True,
-                 pad_bottom_right: bool = False):
+                 pad_bottom_right: bool = False, lab: bool = False):
         super().__init__()
         if pad_bottom_right:
             self.conv = nn.Sequential(
@@ -134,17 +143,22 @@ class ConvBNAct(nn.Module):
                                   padding=(kernel_size - 1) // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+        self.lab = LearnableAffine() if lab and act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        x = self.act(self.bn(self.conv(x)))
+        return x if self.lab is None else self.lab(x)
 
     def fuse(self) -> nn.Module:
         """The inference equivalent: the conv with the norm folded in (after its padding, if any),
         with the activation in a `ConvAct` unless there is none (`rtdetr.models.reparam.fuse_model`)."""
         if isinstance(self.conv, nn.Sequential):  # (ZeroPad2d, Conv2d)
             pad, conv = self.conv
-            return conv_act(nn.Sequential(pad, fold_norm(conv, self.bn)), self.act)
-        return conv_act(fold_norm(self.conv, self.bn), self.act)
+            fused = conv_act(nn.Sequential(pad, fold_norm(conv, self.bn)), self.act)
+        else:
+            fused = conv_act(fold_norm(self.conv, self.bn), self.act)
+        # The affine map follows the activation, so it cannot fold into the conv: it stays.
+        return fused if self.lab is None else nn.Sequential(fused, self.lab)
 
 
 class LightConvBNAct(nn.Module):
@@ -153,11 +167,11 @@ class LightConvBNAct(nn.Module):
     Keys `conv1.*`, `conv2.*`. [B, C_in, H, W] -> [B, C_out, H, W].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, lab: bool = False):
         super().__init__()
         self.conv1 = ConvBNAct(in_channels, out_channels, kernel_size=1, act=False)
         self.conv2 = ConvBNAct(out_channels, out_channels, kernel_size=kernel_size,
-                               groups=out_channels, act=True)
+                               groups=out_channels, act=True, lab=lab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -180,13 +194,13 @@ class StemBlock(nn.Module):
     size is kept.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, lab: bool = False):
         super().__init__()
-        self.stem1 = ConvBNAct(in_channels, mid_channels, kernel_size=3, stride=2)
-        self.stem2a = ConvBNAct(mid_channels, mid_channels // 2, kernel_size=2, pad_bottom_right=True)
-        self.stem2b = ConvBNAct(mid_channels // 2, mid_channels, kernel_size=2, pad_bottom_right=True)
-        self.stem3 = ConvBNAct(mid_channels * 2, mid_channels, kernel_size=3, stride=2)
-        self.stem4 = ConvBNAct(mid_channels, out_channels, kernel_size=1)
+        self.stem1 = ConvBNAct(in_channels, mid_channels, kernel_size=3, stride=2, lab=lab)
+        self.stem2a = ConvBNAct(mid_channels, mid_channels // 2, kernel_size=2, pad_bottom_right=True, lab=lab)
+        self.stem2b = ConvBNAct(mid_channels // 2, mid_channels, kernel_size=2, pad_bottom_right=True, lab=lab)
+        self.stem3 = ConvBNAct(mid_channels * 2, mid_channels, kernel_size=3, stride=2, lab=lab)
+        self.stem4 = ConvBNAct(mid_channels, out_channels, kernel_size=1, lab=lab)
         self.pool = nn.Sequential(
             nn.ZeroPad2d((0, 1, 0, 1)),
             nn.MaxPool2d(kernel_size=2, stride=1, ceil_mode=True),
@@ -211,21 +225,21 @@ class HGBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int,
-                 kernel_size: int, num_layers: int, light_block: bool, residual: bool):
+                 kernel_size: int, num_layers: int, light_block: bool, residual: bool, lab: bool = False):
         super().__init__()
         self.residual = residual
         self.layers = nn.ModuleList()
         for i in range(num_layers):
             layer_in = in_channels if i == 0 else mid_channels
             if light_block:
-                layer = LightConvBNAct(layer_in, mid_channels, kernel_size)
+                layer = LightConvBNAct(layer_in, mid_channels, kernel_size, lab)
             else:
-                layer = ConvBNAct(layer_in, mid_channels, kernel_size)
+                layer = ConvBNAct(layer_in, mid_channels, kernel_size, lab=lab)
             self.layers.append(layer)
 
         total_channels = in_channels + num_layers * mid_channels
-        self.aggregation_squeeze_conv = ConvBNAct(total_channels, out_channels // 2, kernel_size=1)
-        self.aggregation_excitation_conv = ConvBNAct(out_channels // 2, out_channels, kernel_size=1)
+        self.aggregation_squeeze_conv = ConvBNAct(total_channels, out_channels // 2, kernel_size=1, lab=lab)
+        self.aggregation_excitation_conv = ConvBNAct(out_channels // 2, out_channels, kernel_size=1, lab=lab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
@@ -247,7 +261,7 @@ class HGStage(nn.Module):
     Every block after the first is residual.
     """
 
-    def __init__(self, spec: StageSpec):
+    def __init__(self, spec: StageSpec, lab: bool = False):
         super().__init__()
         if spec.downsample:
             self.downsample = ConvBNAct(spec.in_channels, spec.in_channels, kernel_size=3, stride=2,
@@ -264,6 +278,7 @@ class HGStage(nn.Module):
                 num_layers=spec.num_layers,
                 light_block=spec.light_block,
                 residual=i > 0,
+                lab=lab,
             )
             for i in range(spec.num_blocks)
         ])
@@ -281,12 +296,13 @@ class HGNetv2(nn.Module):
     """HGNetv2 backbone.
 
     Args:
-        name: variant, one of "L", "X", "H".
+        name: variant, "B0" ... "B6" (D-FINE / DEIM / RT-DETRv4), or "L", "X", "H" (RT-DETRv2: B4, B5, B6).
         return_idx: indices (0..3) of the stages whose outputs `forward` returns.
         freeze_at: -1 freezes nothing; n >= 0 stops gradients of the stem and of the
             first n stages.
         freeze_norm: replace every BatchNorm2d by a FrozenBatchNorm2d (fixed statistics
             and affine parameters; no `num_batches_tracked` in the state dict).
+        use_lab: a `LearnableAffine` after every activation (the D-FINE B0-B3 configs).
 
     Attributes:
         out_channels: channels of each returned feature map.
@@ -298,7 +314,7 @@ class HGNetv2(nn.Module):
     """
 
     def __init__(self, name: str = "L", return_idx: tuple[int, ...] = (1, 2, 3),
-                 freeze_at: int = 0, freeze_norm: bool = True):
+                 freeze_at: int = 0, freeze_norm: bool = True, use_lab: bool = False):
         super().__init__()
         if name not in ARCHITECTURES:
             raise ValueError(f"unknown HGNetv2 variant {name!r}; expected one of {sorted(ARCHITECTURES)}")
@@ -310,8 +326,8 @@ class HGNetv2(nn.Module):
         self.out_channels = [arch.stages[i].out_channels for i in self.return_idx]
         self.out_strides = [STAGE_STRIDES[i] for i in self.return_idx]
 
-        self.stem = StemBlock(arch.stem_in, arch.stem_mid, arch.stem_out)
-        self.stages = nn.ModuleList(HGStage(spec) for spec in arch.stages)
+        self.stem = StemBlock(arch.stem_in, arch.stem_mid, arch.stem_out, use_lab)
+        self.stages = nn.ModuleList(HGStage(spec, use_lab) for spec in arch.stages)
 
         self._init_weights()
 
