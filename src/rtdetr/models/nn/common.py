@@ -101,6 +101,17 @@ def freeze_parameters(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def apply_freezing(backbone: nn.Module, stem: nn.Module, stages, freeze_at: int, freeze_norm: bool) -> None:
+    """The official backbones' `freeze_at` / `freeze_norm`: freeze_at >= 0 stops gradients of the
+    stem and the first `freeze_at` stages; freeze_norm makes every batch norm a FrozenBatchNorm2d."""
+    if freeze_at >= 0:
+        freeze_parameters(stem)
+        for stage in stages[:freeze_at]:
+            freeze_parameters(stage)
+    if freeze_norm:
+        freeze_batch_norm(backbone)
+
+
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """logit(x), with x clipped to [eps, 1 - eps]."""
     x = x.clip(min=0.0, max=1.0)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rtdetr.models.nn.common import freeze_batch_norm, freeze_parameters
+from rtdetr.models.nn.common import apply_freezing
 from rtdetr.models.reparam import conv_act, fold_norm
 
 __all__ = ["HGNetv2", "HGNetv2Arch", "StageSpec", "ARCHITECTURES"]
@@ -331,12 +331,7 @@ class HGNetv2(nn.Module):
 
         self._init_weights()
 
-        if freeze_at >= 0:
-            freeze_parameters(self.stem)
-            for stage in self.stages[:freeze_at]:
-                freeze_parameters(stage)
-        if freeze_norm:
-            freeze_batch_norm(self)
+        apply_freezing(self, self.stem, self.stages, freeze_at, freeze_norm)
 
     def _init_weights(self) -> None:
         """Kaiming-normal convolutions, identity batch norms."""

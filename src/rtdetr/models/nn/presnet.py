@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtdetr.models.nn.common import ConvNormLayer, freeze_batch_norm, freeze_parameters
+from rtdetr.models.nn.common import ConvNormLayer, apply_freezing
 
 BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
 STAGE_WIDTHS = [64, 128, 256, 512]
@@ -109,12 +109,7 @@ class PResNet(nn.Module):
         self.out_channels = [STAGE_WIDTHS[i] * block.expansion for i in self.return_idx]
         self.out_strides = [STAGE_STRIDES[i] for i in self.return_idx]
 
-        if freeze_at >= 0:
-            freeze_parameters(self.conv1)
-            for stage in self.res_layers[:freeze_at]:
-                freeze_parameters(stage)
-        if freeze_norm:
-            freeze_batch_norm(self)
+        apply_freezing(self, self.conv1, self.res_layers, freeze_at, freeze_norm)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
