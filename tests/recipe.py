@@ -14,6 +14,7 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL = FIXTURES / "official"
+OFFICIAL_V4 = FIXTURES / "official_v4"  # D-FINE, DEIM, RT-DETRv4
 RECIPE_LEAVES = ("weight", "bias", "running_mean", "running_var", "in_proj_weight", "in_proj_bias")
 
 
@@ -34,9 +35,19 @@ def recipe_tensor(key: str, shape: list[int]) -> torch.Tensor:
     return t.float()
 
 
+def fixture_dir(name: str) -> Path:
+    """The folder holding fixture `name` (RT-DETR's, else the D-FINE family's)."""
+    return OFFICIAL if (OFFICIAL / f"{name}.json").is_file() else OFFICIAL_V4
+
+
 def load_reference(name: str) -> dict:
     """The fixture's json (config, input, stats, state_dict_manifest)."""
-    return json.loads((OFFICIAL / f"{name}.json").read_text())
+    return json.loads((fixture_dir(name) / f"{name}.json").read_text())
+
+
+def load_outputs(name: str) -> dict:
+    """The fixture's official outputs (pred_logits, pred_boxes, labels, boxes, scores)."""
+    return torch.load(fixture_dir(name) / f"{name}.outputs.pt")
 
 
 def recipe_state_dict(manifest: dict[str, list[int]]) -> dict[str, torch.Tensor]:

@@ -15,9 +15,12 @@ from rtdetr.models.weights import normalise_keys
 from rtdetr.core.coco_names import COCO_CATEGORY_IDS
 from rtdetr.models.nn import deformable_attention
 from rtdetr.models.postprocess import postprocess
-from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
+from tests.recipe import OFFICIAL, OFFICIAL_V4, load_outputs, load_reference, recipe_image, recipe_state_dict
 
-FIXTURE_MODELS = sorted(p.name.removesuffix(".json") for p in OFFICIAL.glob("*.json"))
+# RT-DETR v1/v2, then D-FINE / DEIM / RT-DETRv4 (whose files also leave out `lab.scale`, `up` and
+# `reg_scale`, which the loader must then take from the model).
+FIXTURE_MODELS = sorted(p.name.removesuffix(".json") for p in OFFICIAL.glob("*.json")) + sorted(
+    p.name.removesuffix(".json") for p in OFFICIAL_V4.glob("*.json"))
 TOL = 1e-4
 # float32 rounding alone, where it exceeds TOL: the official fixture of rtdetrv2_r101vd lies 1.33e-4
 # from the float64 outputs of the same model, weights and input (9 queries beyond 1e-4), ours
@@ -74,7 +77,7 @@ def run_fixture_model(name: str, tmp_path) -> tuple[dict, dict, dict]:
     x = recipe_image(ref["input"]["recipe_image_seed"], ref["input"]["h"], ref["input"]["w"])
     with torch.no_grad():
         out = model(x)
-    expected = torch.load(OFFICIAL / f"{name}.outputs.pt")
+    expected = load_outputs(name)
     return out, expected, ref
 
 

@@ -35,7 +35,11 @@ DFINE_RENAMES = [
     (re.compile(r"\.aggregation\.1\."), ".aggregation_excitation_conv."),
     (re.compile(r"\.(stem2[ab])\.conv\.weight$"), r".\1.conv.1.weight"),
 ]
-OPTIONAL_KEYS = re.compile(r"\.num_batches_tracked$")
+# Entries a file may lack: counters, and constants the model sets itself (D-FINE's fixed `up` and
+# `reg_scale`, HGNetv2's learnable-affine scale that starts at 1, RT-DETRv4's training-only projector).
+OPTIONAL_KEYS = re.compile(r"\.num_batches_tracked$|\.lab\.scale$|^decoder\.(decoder\.)?(up|reg_scale)$"
+                           r"|^encoder\.feature_projector\.")
+TRAINING_ONLY_PREFIX = "encoder.feature_projector."
 MAX_LISTED = 3
 
 
@@ -120,7 +124,10 @@ def check_compatible(model: nn.Module, sd: dict[str, torch.Tensor], path: str | 
 
 
 def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:
-    """Check, then copy `sd` into `model` (cast to the model's dtypes)."""
+    """Check, then copy `sd` into `model` (cast to the model's dtypes). An RT-DETRv4 file's
+    distillation projector is left out when the architecture has none (DEIM's is the same model)."""
+    own = model.state_dict()
+    sd = {k: v for k, v in sd.items() if k in own or not k.startswith(TRAINING_ONLY_PREFIX)}
     check_compatible(model, sd, path, arch)
     model.load_state_dict(sd, strict=False)
 

@@ -23,13 +23,13 @@ def get_activation(name: str | None) -> nn.Module:
 
 
 class ConvNormLayer(nn.Module):
-    """Conv2d (no bias by default) + BatchNorm2d + activation; keys `conv.*`, `norm.*`."""
+    """Conv2d (no bias by default; `groups` as Conv2d's) + BatchNorm2d + activation; keys `conv.*`, `norm.*`."""
 
     def __init__(self, ch_in: int, ch_out: int, kernel_size: int, stride: int = 1,
-                 padding: int | None = None, bias: bool = False, act: str | None = None):
+                 padding: int | None = None, bias: bool = False, act: str | None = None, groups: int = 1):
         super().__init__()
         padding = (kernel_size - 1) // 2 if padding is None else padding
-        self.conv = nn.Conv2d(ch_in, ch_out, kernel_size, stride, padding=padding, bias=bias)
+        self.conv = nn.Conv2d(ch_in, ch_out, kernel_size, stride, padding=padding, bias=bias, groups=groups)
         self.norm = nn.BatchNorm2d(ch_out)
         self.act = get_activation(act)
 

@@ -1,8 +1,15 @@
 """RT-DETR decoder: query selection from the encoder memory, then deformable decoder layers
-with iterative box refinement.
+that refine the boxes layer by layer.
 
-Inputs: encoder maps [P3, P4, P5]. Output (eval): `pred_logits` [B, Q, num_classes] and
-`pred_boxes` [B, Q, 4] (normalised cx, cy, w, h) of the last decoder layer that runs.
+Inputs: encoder maps [P3, P4, P5] (or [P4, P5]). Output (eval): `pred_logits` [B, Q, num_classes]
+and `pred_boxes` [B, Q, 4] (normalised cx, cy, w, h) of the last decoder layer that runs.
+
+Two refinements (`DecoderConfig.refinement`), one loop (`decode`):
+- "box" (RT-DETR): layer i adds a delta to the logits of layer i-1's box;
+- "distribution" (D-FINE, DEIM, RT-DETRv4): a pre-box head on layer 0's output gives one initial
+  box per query; layer i adds to the previous layer's edge distributions (`pred_corners`), and its
+  box is that initial box with the edges moved by the distributions' expectations
+  (rtdetr.models.nn.distribution); a quality head adds a score to the class logits.
 
 For inference, `fix_size(hw)` turns the per-size anchor cache into buffers and `keep_layers(n)`
 drops the layers after the exit and the training-only parts; the forward is the same in every case.
@@ -18,53 +25,33 @@ from torch import nn
 
 from rtdetr.models.config import DecoderConfig
 from rtdetr.models.nn.common import MLP, ConvNorm, inverse_sigmoid, prior_logit
-from rtdetr.models.nn.deformable_attention import MSDeformableAttention
+from rtdetr.models.nn.decoder_layer import DecoderLayer
 from rtdetr.models.nn.denoising import build_denoising_groups
+from rtdetr.models.nn.distribution import QualityHead, distance_to_box, integral, weighting_function
 from rtdetr.models.nn.position import SizeCache, generate_anchors, size_mismatch
 
 
-class DecoderLayer(nn.Module):
-    """Post-norm: self-attention, deformable cross-attention, FFN."""
-
-    def __init__(self, d_model: int, cfg: DecoderConfig):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, cfg.nhead, dropout=cfg.dropout, batch_first=True)
-        self.dropout1 = nn.Dropout(cfg.dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.cross_attn = MSDeformableAttention(d_model, cfg.nhead, cfg.num_points, cfg.cross_attn_method)
-        self.dropout2 = nn.Dropout(cfg.dropout)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, cfg.dim_feedforward)
-        self.activation = nn.ReLU(inplace=True)
-        self.dropout3 = nn.Dropout(cfg.dropout)
-        self.linear2 = nn.Linear(cfg.dim_feedforward, d_model)
-        self.dropout4 = nn.Dropout(cfg.dropout)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.clamp_before_norm = cfg.clamp_before_norm
-        nn.init.xavier_uniform_(self.linear1.weight)
-        nn.init.xavier_uniform_(self.linear2.weight)
-
-    def forward(self, target: torch.Tensor, ref_boxes: torch.Tensor, memory: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]], query_pos: torch.Tensor,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """target [B, Q, C], ref_boxes [B, Q, 1, 4], memory [B, L, C], query_pos [B, Q, C] -> [B, Q, C]."""
-        q = k = target + query_pos
-        attn, _ = self.self_attn(q, k, value=target, attn_mask=attn_mask, need_weights=False)
-        target = self.norm1(target + self.dropout1(attn))
-        cross = self.cross_attn(target + query_pos, ref_boxes, memory, spatial_shapes)
-        target = self.norm2(target + self.dropout2(cross))
-        target = target + self.dropout4(self.linear2(self.dropout3(self.activation(self.linear1(target)))))
-        if self.clamp_before_norm:
-            target = target.clamp(min=-65504, max=65504)
-        return self.norm3(target)
-
-
 class TransformerDecoder(nn.Module):
-    """The stack of decoder layers (keys `layers.{i}.*`)."""
+    """The stack of decoder layers (keys `layers.{i}.*`); with distribution refinement also the
+    quality heads (`lqe_layers.{i}.*`) and the same `up` / `reg_scale` parameters as the
+    decoder (the official layout stores them under both names)."""
 
     def __init__(self, layer: DecoderLayer, num_layers: int):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+
+
+class _Decoding:
+    """What one pass of the decoder layers carries from layer to layer, and what it collects."""
+
+    def __init__(self, ref_unact: torch.Tensor):
+        self.ref = ref_unact.sigmoid()        # the attention reference boxes (detached)
+        self.prev_boxes = None                # box refinement: layer i-1's boxes, with gradient
+        self.initial = None                   # distribution refinement: the boxes every layer decodes from
+        self.corners = 0                      # distribution refinement: edge logits so far, with gradient
+        self.prev_target = 0                  # distribution refinement: layer i-1's output, detached
+        self.logits, self.boxes, self.all_corners, self.initials = [], [], [], []
+        self.pre = None                       # (logits, boxes) of the pre-box head
 
 
 class RTDETRDecoder(nn.Module):
@@ -87,19 +74,39 @@ class RTDETRDecoder(nn.Module):
         self.grad_checkpoint = False  # recompute layer activations in backward (saves memory)
         self.set_eval_layers(cfg.num_layers if cfg.eval_layers is None else cfg.eval_layers)
 
-        self.input_proj = nn.ModuleList(ConvNorm(c, hidden_dim) for c in feat_channels)
+        if cfg.refinement not in ("box", "distribution"):
+            raise ValueError(f"unknown refinement {cfg.refinement!r}; expected 'box' or 'distribution'")
+        if cfg.query_pos not in ("default", "as_reg"):
+            raise ValueError(f"unknown query_pos {cfg.query_pos!r}; expected 'default' or 'as_reg'")
+        self.distribution = cfg.refinement == "distribution"
+        self.input_proj = nn.ModuleList(
+            nn.Identity() if c == hidden_dim and not cfg.project_equal_levels else ConvNorm(c, hidden_dim)
+            for c in feat_channels)
         self.decoder = TransformerDecoder(DecoderLayer(hidden_dim, cfg), cfg.num_layers)
         if cfg.num_denoising > 0:
             self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim, padding_idx=num_classes)
-        self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, 2)
+        if cfg.query_pos == "default":
+            self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, 2, act=cfg.mlp_act)
+        else:
+            self.query_pos_head = MLP(4, hidden_dim, hidden_dim, 3, act=cfg.mlp_act)
         self.enc_output = nn.Sequential(OrderedDict([
             ("proj", nn.Linear(hidden_dim, hidden_dim)),
             ("norm", nn.LayerNorm(hidden_dim)),
         ]))
         self.enc_score_head = nn.Linear(hidden_dim, num_classes)
-        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3, act=cfg.mlp_act)
         self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(cfg.num_layers))
-        self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(cfg.num_layers))
+        box_out = 4 * (cfg.reg_max + 1) if self.distribution else 4
+        self.dec_bbox_head = nn.ModuleList(
+            MLP(hidden_dim, hidden_dim, box_out, 3, act=cfg.mlp_act) for _ in range(cfg.num_layers))
+        if self.distribution:
+            self.pre_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3, act=cfg.mlp_act)
+            # Fixed, not learnt; parameters (without gradient) because the official files store them.
+            self.up = nn.Parameter(torch.tensor([0.5]), requires_grad=False)
+            self.reg_scale = nn.Parameter(torch.tensor([float(cfg.reg_scale)]), requires_grad=False)
+            self.decoder.up, self.decoder.reg_scale = self.up, self.reg_scale
+            self.decoder.lqe_layers = nn.ModuleList(
+                QualityHead(cfg.reg_max, act=cfg.activation) for _ in range(cfg.num_layers))
 
         self.anchor_eps = anchor_eps
         self._anchor_cache = SizeCache(lambda *shapes: generate_anchors(list(shapes), eps=anchor_eps))
@@ -115,15 +122,18 @@ class RTDETRDecoder(nn.Module):
         nn.init.constant_(self.enc_score_head.bias, bias)
         nn.init.zeros_(self.enc_bbox_head.layers[-1].weight)
         nn.init.zeros_(self.enc_bbox_head.layers[-1].bias)
-        for cls_head, box_head in zip(self.dec_score_head, self.dec_bbox_head):
+        heads = [*self.dec_bbox_head, *([self.pre_bbox_head] if self.distribution else [])]
+        for cls_head in self.dec_score_head:
             nn.init.constant_(cls_head.bias, bias)
+        for box_head in heads:
             nn.init.zeros_(box_head.layers[-1].weight)
             nn.init.zeros_(box_head.layers[-1].bias)
         nn.init.xavier_uniform_(self.enc_output.proj.weight)
         nn.init.xavier_uniform_(self.query_pos_head.layers[0].weight)
         nn.init.xavier_uniform_(self.query_pos_head.layers[1].weight)
         for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj.conv.weight)
+            if isinstance(proj, ConvNorm):
+                nn.init.xavier_uniform_(proj.conv.weight)
         if hasattr(self, "denoising_class_embed"):
             nn.init.normal_(self.denoising_class_embed.weight[:-1])
 
@@ -198,6 +208,8 @@ class RTDETRDecoder(nn.Module):
         self.decoder.layers = self.decoder.layers[:n]
         self.dec_score_head = self.dec_score_head[:n]
         self.dec_bbox_head = self.dec_bbox_head[:n]
+        if self.distribution:
+            self.decoder.lqe_layers = self.decoder.lqe_layers[:n]
         if hasattr(self, "denoising_class_embed"):
             del self.denoising_class_embed
         self.num_layers = n
@@ -216,12 +228,57 @@ class RTDETRDecoder(nn.Module):
             raise ValueError(f"decoder layers must be in 1..{self.num_layers}, got {run}")
         memory, shapes = self.flatten_levels(feats)
         target, ref_unact, _, _ = self.select_queries(memory, shapes)
+        state = self.decode(target, ref_unact, memory, shapes, run)
+        return {"pred_logits": state.logits[-1], "pred_boxes": state.boxes[-1]}
 
-        ref = ref_unact.sigmoid()
-        for i in range(run):
-            target = self.decoder.layers[i](target, ref.unsqueeze(2), memory, shapes, self.query_pos_head(ref))
-            ref = torch.sigmoid(self.dec_bbox_head[i](target) + inverse_sigmoid(ref))
-        return {"pred_logits": self.dec_score_head[run - 1](target), "pred_boxes": ref}
+    def decode(self, target: torch.Tensor, ref_unact: torch.Tensor, memory: torch.Tensor,
+               shapes: list[tuple[int, int]], num_layers: int, attn_mask: torch.Tensor | None = None) -> _Decoding:
+        """Run `num_layers` decoder layers on queries target [B, Q, C] with reference box logits
+        ref_unact [B, Q, 4]. In eval mode only the last layer's logits and boxes are collected;
+        in training every layer's (and the pre-box head's, for distribution refinement)."""
+        state = _Decoding(ref_unact)
+        refine = self._refine_distribution if self.distribution else self._refine_box
+        clamp = self.cfg.query_pos_clamp
+        for i in range(num_layers):
+            layer = self.decoder.layers[i]
+            query_pos = self.query_pos_head(state.ref)
+            if clamp is not None:
+                query_pos = query_pos.clamp(min=-clamp, max=clamp)
+            args = (target, state.ref.unsqueeze(2), memory, shapes, query_pos, attn_mask)
+            if self.training and self.grad_checkpoint:
+                target = torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+            else:
+                target = layer(*args)
+            refine(i, target, state, collect=self.training or i == num_layers - 1)
+        return state
+
+    def _refine_box(self, i: int, target: torch.Tensor, state: _Decoding, collect: bool) -> None:
+        delta = self.dec_bbox_head[i](target)
+        new_ref = torch.sigmoid(delta + inverse_sigmoid(state.ref))
+        if collect:
+            state.logits.append(self.dec_score_head[i](target))
+            # In training the recorded boxes of later layers keep the gradient path through
+            # earlier refinements (the same values as new_ref).
+            train_path = self.training and state.prev_boxes is not None
+            state.boxes.append(torch.sigmoid(delta + inverse_sigmoid(state.prev_boxes)) if train_path else new_ref)
+        state.prev_boxes, state.ref = new_ref, new_ref.detach()
+
+    def _refine_distribution(self, i: int, target: torch.Tensor, state: _Decoding, collect: bool) -> None:
+        if i == 0:
+            pre_boxes = torch.sigmoid(self.pre_bbox_head(target) + inverse_sigmoid(state.ref))
+            if self.training:
+                state.pre = (self.dec_score_head[0](target), pre_boxes)
+            state.initial = pre_boxes.detach()
+        # Each layer adds to the previous edge logits; its head also sees the previous output.
+        corners = self.dec_bbox_head[i](target + state.prev_target) + state.corners
+        weights = weighting_function(self.cfg.reg_max, self.up, self.reg_scale)
+        boxes = distance_to_box(state.initial, integral(corners, weights), self.reg_scale)
+        if collect:
+            state.logits.append(self.dec_score_head[i](target) + self.decoder.lqe_layers[i](corners))
+            state.boxes.append(boxes)
+            state.all_corners.append(corners)
+            state.initials.append(state.initial)
+        state.corners, state.prev_target, state.ref = corners, target.detach(), boxes.detach()
 
     def forward_train(self, feats: list[torch.Tensor], targets: list[dict] | None) -> dict:
         if self.inference_only:
@@ -232,38 +289,46 @@ class RTDETRDecoder(nn.Module):
         dn = None
         if self.cfg.num_denoising > 0 and targets is not None:
             dn = build_denoising_groups(targets, self.num_classes, self.num_queries, self.denoising_class_embed,
-                                        self.cfg.num_denoising, self.cfg.label_noise_ratio, self.cfg.box_noise_scale)
+                                        self.cfg.num_denoising, self.cfg.label_noise_ratio, self.cfg.box_noise_scale,
+                                        flip_negative=self.distribution)
             target = torch.cat([dn.content, target], dim=1)
             ref_unact = torch.cat([dn.ref_unact, ref_unact], dim=1)
 
-        logits, boxes = [], []
-        ref = ref_unact.sigmoid()  # detached: the decoder refines, the encoder is trained by its own loss
-        prev_boxes = None
-        for i, layer in enumerate(self.decoder.layers):
-            args = (target, ref.unsqueeze(2), memory, shapes, self.query_pos_head(ref), dn.attn_mask if dn else None)
-            if self.grad_checkpoint:
-                target = torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
-            else:
-                target = layer(*args)
-            delta = self.dec_bbox_head[i](target)
-            new_ref = torch.sigmoid(delta + inverse_sigmoid(ref))
-            logits.append(self.dec_score_head[i](target))
-            # The recorded boxes of later layers keep the gradient path through earlier refinements.
-            boxes.append(new_ref if prev_boxes is None else torch.sigmoid(delta + inverse_sigmoid(prev_boxes)))
-            prev_boxes, ref = new_ref, new_ref.detach()
-
+        state = self.decode(target, ref_unact, memory, shapes, self.num_layers, dn.attn_mask if dn else None)
+        levels = {"pred_logits": state.logits, "pred_boxes": state.boxes}
+        if self.distribution:
+            levels.update(pred_corners=state.all_corners, ref_points=state.initials)
+        pre = dict(zip(("pred_logits", "pred_boxes"), state.pre)) if self.distribution else None
+        dn_levels = dn_pre = None
         if dn is not None:
             split = dn.meta["dn_num_split"]
-            dn_logits, logits = zip(*(t.split(split, dim=1) for t in logits))
-            dn_boxes, boxes = zip(*(t.split(split, dim=1) for t in boxes))
-        out = {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
-            "enc_aux_outputs": [{"pred_logits": enc_logits, "pred_boxes": enc_boxes}],
-            "enc_meta": {"class_agnostic": False},
-        }
+            dn_levels, levels = {}, {k: list(v) for k, v in levels.items()}
+            for key, values in list(levels.items()):
+                dn_levels[key], levels[key] = map(list, zip(*(t.split(split, dim=1) for t in values)))
+            if pre is not None:
+                dn_pre, pre = {}, dict(pre)
+                for key, value in list(pre.items()):
+                    dn_pre[key], pre[key] = value.split(split, dim=1)
+
+        out = {key: values[-1] for key, values in levels.items()}
+        out["aux_outputs"] = self._layer_outputs(levels, slice(0, -1))
+        if self.distribution:
+            out.update(up=self.up, reg_scale=self.reg_scale, pre_outputs=pre)
+        out["enc_aux_outputs"] = [{"pred_logits": enc_logits, "pred_boxes": enc_boxes}]
+        out["enc_meta"] = {"class_agnostic": False}
         if dn is not None:
-            out["dn_aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(dn_logits, dn_boxes)]
+            out["dn_aux_outputs"] = self._layer_outputs(dn_levels, slice(None))
+            if dn_pre is not None:
+                out["dn_pre_outputs"] = dn_pre
             out["dn_meta"] = dn.meta
         return out
+
+    def _layer_outputs(self, levels: dict[str, list], layers: slice) -> list[dict]:
+        """Per-layer dicts of the collected outputs; with corners, each also names the last layer's
+        corners and logits as its distillation teacher."""
+        n = len(levels["pred_logits"])
+        outs = [{key: values[i] for key, values in levels.items()} for i in range(n)[layers]]
+        if "pred_corners" in levels:
+            for o in outs:
+                o.update(teacher_corners=levels["pred_corners"][-1], teacher_logits=levels["pred_logits"][-1])
+        return outs

@@ -33,11 +33,13 @@ def sample_discrete(value: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
 class MSDeformableAttention(nn.Module):
     """Each query attends to `num_points[l]` learnt locations around its reference box on level `l`.
 
-    Keys: `sampling_offsets`, `attention_weights`, `value_proj`, `output_proj`.
+    Keys: `sampling_offsets`, `attention_weights`, and with `projections` (RT-DETR; D-FINE has
+    none: the heads sample the memory itself and their outputs are concatenated) `value_proj`,
+    `output_proj`.
     """
 
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_points: tuple[int, ...] = (4, 4, 4),
-                 method: str = "default", offset_scale: float = 0.5):
+                 method: str = "default", offset_scale: float = 0.5, projections: bool = True):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError("embed_dim must be divisible by num_heads")
@@ -56,8 +58,8 @@ class MSDeformableAttention(nn.Module):
 
         self.sampling_offsets = nn.Linear(embed_dim, num_heads * total * 2)
         self.attention_weights = nn.Linear(embed_dim, num_heads * total)
-        self.value_proj = nn.Linear(embed_dim, embed_dim)
-        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.value_proj = nn.Linear(embed_dim, embed_dim) if projections else None
+        self.output_proj = nn.Linear(embed_dim, embed_dim) if projections else None
         self.reset_parameters()
         if method == "discrete":  # nearest sampling has no gradient w.r.t. the offsets
             self.sampling_offsets.requires_grad_(False)
@@ -74,6 +76,8 @@ class MSDeformableAttention(nn.Module):
             self.sampling_offsets.bias.copy_((grid * distance).flatten())
         nn.init.zeros_(self.attention_weights.weight)
         nn.init.zeros_(self.attention_weights.bias)
+        if self.value_proj is None:
+            return
         nn.init.xavier_uniform_(self.value_proj.weight)
         nn.init.zeros_(self.value_proj.bias)
         nn.init.xavier_uniform_(self.output_proj.weight)
@@ -89,7 +93,9 @@ class MSDeformableAttention(nn.Module):
         """
         b, lq = query.shape[:2]
         heads, total = self.num_heads, sum(self.num_points)
-        value = self.value_proj(value).reshape(b, -1, heads, self.head_dim)
+        if self.value_proj is not None:
+            value = self.value_proj(value)
+        value = value.reshape(b, -1, heads, self.head_dim)
 
         offsets = self.sampling_offsets(query).reshape(b, lq, heads, total, 2)
         weights = self.attention_weights(query).reshape(b, lq, heads, total).softmax(-1)
@@ -108,4 +114,5 @@ class MSDeformableAttention(nn.Module):
         ]
         weights = weights.permute(0, 2, 1, 3).reshape(b * heads, 1, lq, total)
         out = (torch.cat(sampled, dim=-1) * weights).sum(-1).reshape(b, heads * self.head_dim, lq)
-        return self.output_proj(out.permute(0, 2, 1))
+        out = out.permute(0, 2, 1)
+        return out if self.output_proj is None else self.output_proj(out)

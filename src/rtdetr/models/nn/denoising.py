@@ -30,8 +30,11 @@ class DenoisingGroups:
 
 def build_denoising_groups(targets: list[dict], num_classes: int, num_queries: int, class_embed: nn.Embedding,
                            num_denoising: int = 100, label_noise_ratio: float = 0.5,
-                           box_noise_scale: float = 1.0) -> DenoisingGroups:
-    """targets: per image {'labels' [n] int64, 'boxes' [n, 4] normalised cx, cy, w, h}."""
+                           box_noise_scale: float = 1.0, flip_negative: bool = False) -> DenoisingGroups:
+    """targets: per image {'labels' [n] int64, 'boxes' [n, 4] normalised cx, cy, w, h}.
+
+    `flip_negative`: a noisy box whose corners crossed (negative width or height) gets the
+    absolute size, as the D-FINE family trains; otherwise (RT-DETR) it is clipped to ~0."""
     num_gts = [len(t["labels"]) for t in targets]
     device = class_embed.weight.device
     bs, max_gt = len(targets), max(num_gts)
@@ -77,7 +80,8 @@ def build_denoising_groups(targets: list[dict], num_classes: int, num_queries: i
         part = torch.rand_like(boxes)
         part = (part + 1.0) * negative + part * (1 - negative)
         corners = (corners + sign * part * half_wh).clip(min=0.0, max=1.0)
-        ref_unact = inverse_sigmoid(box_convert(corners, "xyxy", "cxcywh"))
+        noisy = box_convert(corners, "xyxy", "cxcywh")
+        ref_unact = inverse_sigmoid(noisy.abs() if flip_negative else noisy)
 
     size = num_dn + num_queries
     group = torch.arange(num_dn, device=device) // (2 * max_gt)

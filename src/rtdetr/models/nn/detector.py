@@ -1,4 +1,4 @@
-"""The RT-DETR detector: backbone -> hybrid encoder -> decoder."""
+"""The RT-DETR detector (and the D-FINE family, by configuration): backbone -> hybrid encoder -> decoder."""
 from __future__ import annotations
 
 import torch
@@ -15,11 +15,12 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     b = cfg.backbone
     if b.name.startswith("presnet"):
         from rtdetr.models.nn.presnet import PResNet
-        return PResNet(int(b.name[len("presnet"):]), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm)
+        return PResNet(int(b.name[len("presnet"):]), return_idx=b.return_idx, freeze_at=b.freeze_at,
+                       freeze_norm=b.freeze_norm)
     if b.name.startswith("hgnetv2_"):
         from rtdetr.models.nn.hgnetv2 import HGNetv2
-        return HGNetv2(b.name[len("hgnetv2_"):].upper(), freeze_at=b.freeze_at, freeze_norm=b.freeze_norm,
-                       use_lab=b.use_lab)
+        return HGNetv2(b.name[len("hgnetv2_"):].upper(), return_idx=b.return_idx, freeze_at=b.freeze_at,
+                       freeze_norm=b.freeze_norm, use_lab=b.use_lab)
     raise ValueError(f"unknown backbone {b.name!r}")
 
 

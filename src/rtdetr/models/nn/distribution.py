@@ -5,13 +5,16 @@ logits over `reg_max + 1` bins. The bins stand for non-uniform offsets `W(n)` (`
 dense near 0, sparse towards +-2*up*reg_scale. An edge's offset is the expectation of W under
 the softmax of its logits (`integral`), and the box is decoded from a reference box by moving
 each edge by that offset, in units of the reference's size / reg_scale (`distance_to_box`).
-Used by the D-FINE / DEIM / RT-DETRv4 decoder (the first piece of it in this library).
+Used by the D-FINE / DEIM / RT-DETRv4 decoder (`DecoderConfig.refinement = "distribution"`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.ops import box_convert
+
+from rtdetr.models.nn.common import MLP
 
 
 def weighting_function(reg_max: int, up: torch.Tensor, reg_scale: torch.Tensor) -> torch.Tensor:
@@ -53,3 +56,28 @@ def distance_to_box(reference: torch.Tensor, distance: torch.Tensor, reg_scale: 
     x2 = cx + (0.5 * c + distance[..., 2]) * (w / c)
     y2 = cy + (0.5 * c + distance[..., 3]) * (h / c)
     return box_convert(torch.stack([x1, y1, x2, y2], -1), in_fmt="xyxy", out_fmt="cxcywh")
+
+
+class QualityHead(nn.Module):
+    """D-FINE's localisation quality estimator (LQE): a score from how peaked each edge's
+    distribution is, added to every class logit.
+
+    Features per query: for each of the 4 edges, the `k` largest bin probabilities and their
+    mean (4 * (k + 1) values), through an MLP to one scalar. Keys `reg_conf.layers.{i}.*`.
+    corners [B, Q, 4 * (reg_max + 1)] -> [B, Q, 1].
+    """
+
+    def __init__(self, reg_max: int, k: int = 4, hidden_dim: int = 64, num_layers: int = 2, act: str = "relu"):
+        super().__init__()
+        self.k = k
+        self.bins = reg_max + 1
+        self.reg_conf = MLP(4 * (k + 1), hidden_dim, 1, num_layers, act=act)
+        nn.init.zeros_(self.reg_conf.layers[-1].weight)
+        nn.init.zeros_(self.reg_conf.layers[-1].bias)
+
+    def forward(self, corners: torch.Tensor) -> torch.Tensor:
+        b, q, _ = corners.shape
+        prob = F.softmax(corners.reshape(b, q, 4, self.bins), dim=-1)
+        top = prob.topk(self.k, dim=-1).values
+        stat = torch.cat([top, top.mean(dim=-1, keepdim=True)], dim=-1)
+        return self.reg_conf(stat.reshape(b, q, -1))

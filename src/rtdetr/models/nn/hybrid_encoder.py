@@ -17,42 +17,10 @@ from torch import nn
 
 from rtdetr.models.config import EncoderConfig
 from rtdetr.models.nn.common import ConvNorm, ConvNormLayer, get_activation
+from rtdetr.models.nn.fusion import CSPRepLayer, RepVggBlock, downsample_block, fusion_block
 from rtdetr.models.nn.position import SizeCache, sincos_position_embedding, size_mismatch
-from rtdetr.models.reparam import ConvAct, merge_parallel_convs
 
-
-class RepVggBlock(nn.Module):
-    """`act(BN(conv3x3(x)) + BN(conv1x1(x)))`: two branches at training time, one 3x3 conv when fused."""
-
-    def __init__(self, ch_in: int, ch_out: int, act: str = "silu"):
-        super().__init__()
-        self.conv1 = ConvNormLayer(ch_in, ch_out, 3, 1, padding=1)
-        self.conv2 = ConvNormLayer(ch_in, ch_out, 1, 1, padding=0)
-        self.act = get_activation(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv1(x) + self.conv2(x))
-
-    def fuse(self) -> ConvAct:
-        """One 3x3 conv + the activation, equal to the two branches in eval mode. The branches
-        may already be fused (`fuse_model` works bottom-up) or not (a block fused on its own)."""
-        k3, k1 = (b.fuse() if isinstance(b, ConvNormLayer) else b for b in (self.conv1, self.conv2))
-        return ConvAct(merge_parallel_convs(k3, k1), self.act)
-
-
-class CSPRepLayer(nn.Module):
-    """CSP block: `conv3(bottlenecks(conv1(x)) + conv2(x))` with RepVGG bottlenecks."""
-
-    def __init__(self, ch_in: int, ch_out: int, num_blocks: int = 3, expansion: float = 1.0, act: str = "silu"):
-        super().__init__()
-        hidden = int(ch_out * expansion)
-        self.conv1 = ConvNormLayer(ch_in, hidden, 1, 1, act=act)
-        self.conv2 = ConvNormLayer(ch_in, hidden, 1, 1, act=act)
-        self.bottlenecks = nn.Sequential(*[RepVggBlock(hidden, hidden, act=act) for _ in range(num_blocks)])
-        self.conv3 = ConvNormLayer(hidden, ch_out, 1, 1, act=act) if hidden != ch_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
+__all__ = ["HybridEncoder", "TransformerEncoderLayer", "CSPRepLayer", "RepVggBlock"]
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -104,13 +72,14 @@ class HybridEncoder(nn.Module):
     """
 
     def __init__(self, in_channels: list[int], feat_strides: list[int], cfg: EncoderConfig,
-                 use_encoder_idx: tuple[int, ...] = (2,), act: str = "silu"):
+                 use_encoder_idx: tuple[int, ...] | None = None, act: str = "silu"):
         super().__init__()
         hd = cfg.hidden_dim
         self.hidden_dim = hd
         self.in_channels = list(in_channels)
         self.feat_strides = list(feat_strides)
-        self.use_encoder_idx = list(use_encoder_idx)
+        # AIFI runs on the coarsest level by default (index 2 of three levels, 1 of two).
+        self.use_encoder_idx = [len(in_channels) - 1] if use_encoder_idx is None else list(use_encoder_idx)
         self.pe_temperature = cfg.pe_temperature
         self.out_channels = [hd] * len(in_channels)
         self.out_strides = list(feat_strides)
@@ -120,14 +89,18 @@ class HybridEncoder(nn.Module):
         self.encoder = nn.ModuleList(
             TransformerEncoder(layer, cfg.num_encoder_layers) for _ in self.use_encoder_idx)
 
+        if cfg.distill_dim > 0:
+            self.feature_projector = nn.Sequential(nn.Linear(hd, cfg.distill_dim))
+
         num_blocks = round(3 * cfg.depth_mult)
         n = len(in_channels)
-        self.lateral_convs = nn.ModuleList(ConvNormLayer(hd, hd, 1, 1, act=act) for _ in range(n - 1))
+        lateral_act = act if cfg.lateral_act else None
+        self.lateral_convs = nn.ModuleList(ConvNormLayer(hd, hd, 1, 1, act=lateral_act) for _ in range(n - 1))
         self.fpn_blocks = nn.ModuleList(
-            CSPRepLayer(2 * hd, hd, num_blocks, cfg.expansion, act) for _ in range(n - 1))
-        self.downsample_convs = nn.ModuleList(ConvNormLayer(hd, hd, 3, 2, act=act) for _ in range(n - 1))
+            fusion_block(cfg.fusion_block, hd, num_blocks, cfg.expansion, act) for _ in range(n - 1))
+        self.downsample_convs = nn.ModuleList(downsample_block(cfg.downsample, hd, act) for _ in range(n - 1))
         self.pan_blocks = nn.ModuleList(
-            CSPRepLayer(2 * hd, hd, num_blocks, cfg.expansion, act) for _ in range(n - 1))
+            fusion_block(cfg.fusion_block, hd, num_blocks, cfg.expansion, act) for _ in range(n - 1))
 
         # A partial, not a lambda over self: a deep copy of the module must not call back into the original.
         self._pos_cache = SizeCache(functools.partial(sincos_position_embedding, dim=hd, temperature=cfg.pe_temperature))
