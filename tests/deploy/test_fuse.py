@@ -25,14 +25,15 @@ from rtdetr.models.reparam import fold_norm, fuse_model
 from rtdetr.runtime import optimize_for_inference
 from rtdetr.runtime.kernels import OneDNNConv, OneDNNLinear, onednn_available
 from rtdetr.models.nn.hybrid_encoder import RepVggBlock
-from tests.recipe import OFFICIAL, load_reference, recipe_image, recipe_state_dict
+from tests.recipe import load_outputs, load_reference, recipe_image, recipe_state_dict
 
 TOL = 1e-4
 FLIPS_ALLOWED = 2     # discrete sampling only: queries whose nearest cell may flip (see above)
 FLIP_TOL = 1e-2
-# v1 and v2, plain / frozen batch norms, discrete sampling, one sampling point, HGNetv2.
+# v1 and v2, plain / frozen batch norms, discrete sampling, one sampling point, HGNetv2; D-FINE's
+# encoder blocks and distribution decoder (with learnable affines), DEIM on RT-DETRv2.
 MODELS = ["rtdetr_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_r18vd_dsp", "rtdetrv2_r18vd_sp1",
-          "rtdetrv2_hgnetv2_l"]
+          "rtdetrv2_hgnetv2_l", "dfine_hgnetv2_s", "deim_rtv2_r18vd"]
 
 
 def fixture_model(name: str, tmp_path) -> tuple[rtdetr.RTDETR, torch.Tensor, dict]:
@@ -42,7 +43,7 @@ def fixture_model(name: str, tmp_path) -> tuple[rtdetr.RTDETR, torch.Tensor, dic
     torch.save({"ema": {"module": recipe_state_dict(ref["state_dict_manifest"])}}, file)
     model = rtdetr.load_model(name, weights=file)
     x = recipe_image(ref["input"]["recipe_image_seed"], ref["input"]["h"], ref["input"]["w"])
-    return model, x, torch.load(OFFICIAL / f"{name}.outputs.pt")
+    return model, x, load_outputs(name)
 
 
 def query_distances(a: dict, b: dict) -> torch.Tensor:

@@ -35,7 +35,7 @@ from rtdetr.export import export_onnx, save_openvino  # noqa: E402
 from rtdetr.runtime import OnnxRuntimeModel, OpenVinoModel, TensorRTModel, build_engine, load_exported, read_metadata  # noqa: E402
 from rtdetr.runtime.precision import openvino_precision_problem  # noqa: E402
 
-MODELS = ["rtdetrv2_r18vd", "rtdetr_r18vd", "rtdetrv2_r18vd_dsp"]
+MODELS = ["rtdetrv2_r18vd", "rtdetr_r18vd", "rtdetrv2_r18vd_dsp", "dfine_hgnetv2_s"]
 RUNTIMES = {
     "onnxruntime": lambda path: OnnxRuntimeModel(path, threads=2),
     "openvino-fp32": lambda path: OpenVinoModel(path, precision="fp32", threads=2),

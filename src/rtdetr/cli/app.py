@@ -10,11 +10,14 @@ from rtdetr.models import zoo
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """The zoo: every architecture, its COCO AP and release file."""
-    print(f"{'model':<24} {'COCO AP':>7}  weights file")
+    """The zoo: every architecture, its COCO AP, release file and licence; files marked * are on
+    Google Drive and need a browser (`rtdetr download NAME` says where to put them)."""
+    print(f"{'model':<24} {'COCO AP':>7}  {'licence':<10}  weights file")
     for name in zoo.list_models():
         w = zoo.get_entry(name).weights
-        print(f"{name:<24} {w.coco_ap if w else '-':>7}  {w.filename if w else '-'}")
+        file = "-" if w is None else w.filename + ("" if w.direct else " *")
+        print(f"{name:<24} {w.coco_ap if w else '-':>7}  {w.licence if w else '-':<10}  {file}")
+    print("* on Google Drive: download it in a browser (`rtdetr download NAME` prints where to put it)")
     return 0
 
 

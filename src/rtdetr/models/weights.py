@@ -150,11 +150,25 @@ def resolve_weights(weights: str | Path) -> Path:
         entry = zoo.get_entry(str(weights))
         if entry.weights is None:
             raise ValueError(f"{weights}: no released weights are known for this model")
+        if not entry.weights.direct:
+            return manual_download(str(weights), entry.weights)
         return download(entry.weights.url)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (and not a zoo model name; see rtdetr.list_models())")
     return path
+
+
+def manual_download(name: str, weights) -> Path:
+    """The cached file of a release that needs a browser (Google Drive): there, or a one-line
+    error that says where to get it and where to put it."""
+    from rtdetr.core.hub import WeightsDownloadError, cache_dir
+    target = cache_dir() / weights.filename
+    if target.is_file():
+        return target
+    raise WeightsDownloadError(
+        f"{name}: the official weights are on Google Drive ({weights.url}), which a plain HTTP download cannot "
+        f"fetch; download {weights.filename} in a browser and put it at {target}, or pass weights=PATH")
 
 
 def zoo_name_for_file(filename: str) -> str | None:
