@@ -29,6 +29,9 @@ from torchvision import tv_tensors
 from rtdetr.data.images import read_annotated_image
 from rtdetr.data.problems import DatasetError, Problems
 
+# Per-box fields of a target, kept aligned with the boxes when boxes are dropped or merged.
+PER_BOX_KEYS = ("labels", "iscrowd", "area")
+
 # A box may stick out of its image by this many pixels (rounding in annotation tools) before
 # the clipping counts as a problem; it is clipped either way.
 CLIP_TOLERANCE = 1.0
@@ -152,8 +155,12 @@ class DetectionDataset(Dataset):
             "orig_size": torch.tensor([r.width, r.height], dtype=torch.int64),
         }
 
+    def load_item(self, index: int) -> tuple[tv_tensors.Image, dict]:
+        """Record `index` as `(image, target)` before any transform (what `Mosaic` combines)."""
+        return self.load_image(index), self.get_target(index)
+
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
-        image, target = self.load_image(index), self.get_target(index)
+        image, target = self.load_item(index)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target

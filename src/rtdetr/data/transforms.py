@@ -29,6 +29,15 @@ Train pipeline (`train_transforms`), as in the official `dataloader.yml`:
     8. ToDtype(float32, scale=True)         uint8 -> [0, 1]
     9. ToNormalizedCxcywh()                 the official ConvertBoxes(fmt='cxcywh', normalize=True)
 
+With DEIM's three-phase policy (`AugmentConfig.mosaic_epochs` (e0, e1), `stop_epoch` e2), a
+`Mosaic` (`rtdetr.data.mosaic`) comes first, and `Compose` decides per epoch:
+
+    epoch < e0        no Mosaic, no strong op (photometric / zoom-out / IoU crop)
+    e0 <= epoch < e1  Mosaic with probability `mosaic_prob`; a mosaic sample skips zoom-out
+                      and IoU crop (photometric still runs), the others get the plain pipeline
+    e1 <= epoch < e2  the plain pipeline
+    epoch >= e2       no Mosaic, no strong op
+
 Val pipeline (`val_transforms`): steps 6, 8 and 9.
 
 How the epoch reaches DataLoader workers: see `SharedEpoch`.
@@ -44,12 +53,12 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
 from rtdetr.core.sizes import check_imgsz
+from rtdetr.data.dataset import PER_BOX_KEYS
+from rtdetr.data.mosaic import Mosaic
 
 # The official multi-scale list (`BatchImageCollateFunction`): 640 appears three times.
 DEFAULT_SCALES = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
 
-# Per-box fields of a target, kept aligned with the boxes when boxes are dropped.
-PER_BOX_KEYS = ("labels", "iscrowd", "area")
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,10 @@ class AugmentConfig:
         skipped and multi-scale is off (None: never stop).
     `scales`: multi-scale square sizes, one picked per batch by the collate function
         (None: no multi-scale, as in the official v2 r18 configs).
+    `mosaic_epochs`: (e0, e1) of DEIM's three-phase policy (see the module docstring), with
+        `stop_epoch` as e2; None: no Mosaic, the strong ops from epoch 0 (the v2 policy).
+    `mosaic_prob`, `mosaic_size`: probability of a mosaic in [e0, e1), its shorter side per image.
+    `mixup_epochs`, `mixup_prob`: the collate's MixUp in epochs [start, end) (None: none).
     """
 
     size: int | tuple[int, int] = (640, 640)
@@ -75,6 +88,11 @@ class AugmentConfig:
     flip: bool = True
     stop_epoch: int | None = 71
     scales: tuple[int, ...] | None = DEFAULT_SCALES
+    mosaic_epochs: tuple[int, int] | None = None
+    mosaic_prob: float = 0.5
+    mosaic_size: int = 320
+    mixup_epochs: tuple[int, int] | None = None
+    mixup_prob: float = 0.5
 
 
 class SharedEpoch:
@@ -109,22 +127,34 @@ class Compose:
         are skipped (None: never).
     `strong_ops`: the op classes the stop policy turns off (the official ones:
         RandomPhotometricDistort, RandomZoomOut, RandomIoUCrop).
+    `mosaic_epochs`: (e0, e1): DEIM's three-phase policy (the module docstring): the strong
+        ops also skipped before e0, and `Mosaic` ops run in [e0, e1) on a sample with
+        probability `mosaic_prob`, which then skips the `mosaic_skips` ops (zoom-out, IoU
+        crop). None: `Mosaic` ops never run.
 
     `set_epoch(epoch)` reaches DataLoader workers (see `SharedEpoch`); the epoch is 0
-    until it is first called.
+    until it is first called. The mosaic draw (`torch.rand`) happens only in [e0, e1), so
+    the other epochs draw exactly what they would without a policy.
     """
 
     STRONG_OPS = (T.RandomPhotometricDistort, T.RandomZoomOut, T.RandomIoUCrop)
+    MOSAIC_SKIPS = (T.RandomZoomOut, T.RandomIoUCrop)
 
     def __init__(
         self,
         ops: Sequence[Any],
         stop_epoch: int | None = None,
         strong_ops: tuple[type, ...] = STRONG_OPS,
+        mosaic_epochs: tuple[int, int] | None = None,
+        mosaic_prob: float = 0.5,
+        mosaic_skips: tuple[type, ...] = MOSAIC_SKIPS,
     ) -> None:
         self.ops = list(ops)
         self.stop_epoch = stop_epoch
         self.strong_ops = tuple(strong_ops)
+        self.mosaic_epochs = tuple(mosaic_epochs) if mosaic_epochs is not None else None
+        self.mosaic_prob = mosaic_prob
+        self.mosaic_skips = tuple(mosaic_skips)
         self._epoch = SharedEpoch()
 
     def set_epoch(self, epoch: int) -> None:
@@ -136,22 +166,39 @@ class Compose:
 
     def strong_ops_on(self) -> bool:
         """Whether the strong ops run in the current epoch."""
-        return self.stop_epoch is None or self.epoch < self.stop_epoch
+        started = self.mosaic_epochs is None or self.epoch >= self.mosaic_epochs[0]
+        return started and (self.stop_epoch is None or self.epoch < self.stop_epoch)
 
-    def active_ops(self) -> list[Any]:
-        """The ops that run in the current epoch, in order."""
-        if self.strong_ops_on():
-            return list(self.ops)
-        return [op for op in self.ops if not isinstance(op, self.strong_ops)]
+    def mosaic_on(self) -> bool:
+        """Whether samples may become mosaics in the current epoch."""
+        return (self.mosaic_epochs is not None and self.mosaic_epochs[0] <= self.epoch < self.mosaic_epochs[1]
+                and self.strong_ops_on())
+
+    def active_ops(self, with_mosaic: bool = False) -> list[Any]:
+        """The ops that run in the current epoch, in order, for a sample made a mosaic or not."""
+        strong = self.strong_ops_on()
+        out = []
+        for op in self.ops:
+            if isinstance(op, Mosaic):
+                keep = with_mosaic
+            elif isinstance(op, self.strong_ops):
+                keep = strong and not (with_mosaic and isinstance(op, self.mosaic_skips))
+            else:
+                keep = True
+            if keep:
+                out.append(op)
+        return out
 
     def __call__(self, image: Any, target: dict) -> tuple[Any, dict]:
-        for op in self.active_ops():
+        with_mosaic = self.mosaic_on() and torch.rand(()).item() < self.mosaic_prob
+        for op in self.active_ops(with_mosaic):
             image, target = op(image, target)
         return image, target
 
     def __repr__(self) -> str:
         lines = [f"    {op}" for op in self.ops]
-        return f"Compose(stop_epoch={self.stop_epoch}, ops=[\n" + "\n".join(lines) + "\n])"
+        policy = f", mosaic_epochs={self.mosaic_epochs}, mosaic_prob={self.mosaic_prob}" if self.mosaic_epochs else ""
+        return f"Compose(stop_epoch={self.stop_epoch}{policy}, ops=[\n" + "\n".join(lines) + "\n])"
 
 
 class RandomIoUCrop(T.RandomIoUCrop):
@@ -208,9 +255,15 @@ def _finish(size: int | Sequence[int]) -> list[Any]:
     ]
 
 
-def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
-    """The official train pipeline (see the module docstring), following `cfg`."""
+def train_transforms(cfg: AugmentConfig = AugmentConfig(), source: Any = None) -> Compose:
+    """The official train pipeline (see the module docstring), following `cfg`.
+
+    `source`: where a `Mosaic` takes its other samples (the training data set; `len()` and
+    `load_item(index)`), needed when `cfg.mosaic_epochs` is set; it can also be set later
+    as the `Mosaic` op's `source`."""
     ops: list[Any] = []
+    if cfg.mosaic_epochs is not None:
+        ops.append(Mosaic(source, output_size=cfg.mosaic_size))
     if cfg.photometric:
         ops.append(T.RandomPhotometricDistort(p=cfg.photometric_p))
     if cfg.zoom_out:
@@ -222,7 +275,7 @@ def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
         ops.append(T.RandomHorizontalFlip())
     resize, to_float, to_cxcywh = _finish(cfg.size)
     ops += [resize, sanitize(), to_float, to_cxcywh]
-    return Compose(ops, stop_epoch=cfg.stop_epoch)
+    return Compose(ops, stop_epoch=cfg.stop_epoch, mosaic_epochs=cfg.mosaic_epochs, mosaic_prob=cfg.mosaic_prob)
 
 
 def val_transforms(size: int | tuple[int, int] = (640, 640)) -> Compose:

@@ -1,5 +1,6 @@
 """A run's checkpoints: `last.pt` (everything a resume needs, to the step), `best.pt` (the best
-validated weights), and resuming from a `last.pt`."""
+validated weights), `best_stage1.pt` (the state the EMA restarts go back to), and resuming from
+a `last.pt`. Every file is written atomically (`save_atomic`)."""
 from __future__ import annotations
 
 import csv
@@ -43,6 +44,59 @@ class CheckpointMixin:
         if dist.is_main():
             save_atomic({"model": weights, "rtdetr": self._meta(), "metrics": result.to_dict(),
                          "epoch": self.state["epoch"]}, self.run_dir / "weights" / "best.pt")
+
+    # -- EMA restarts ("stage 2", `TrainRecipe.ema_restart_decay`)
+
+    def _stage1_path(self) -> Path:
+        return self.run_dir / "weights" / "best_stage1.pt"
+
+    def after_validation(self, epoch: int, improved: bool) -> None:
+        """Before `ema_restart_epoch`: keep the state of each new best (model, EMA, optimizer) to
+        restart from. From it on: after an epoch that is no new best, restart from that state
+        again with the EMA decay lowered by 1e-4. (Called after each validated epoch, before
+        `last.pt` is written, so that a resume continues from the restarted state.)"""
+        restart_epoch = self.cfg.ema_restart_epoch
+        if restart_epoch is None:
+            return
+        if epoch < restart_epoch:
+            if improved:
+                self.save_best_stage1()
+        elif not improved:
+            self.restart_from_best_stage1(self.ema.decay - 1e-4 if self.ema is not None else None)
+
+    def save_best_stage1(self) -> None:
+        if dist.is_main():
+            ckpt = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler else None,
+                    "extra_modules": self.extra_modules.state_dict(), "epoch": self.state["epoch"]}
+            if self.ema is not None:
+                ckpt["ema"] = self.ema.state_dict()
+            save_atomic(ckpt, self._stage1_path())
+        dist.barrier()  # every process reloads this file later
+
+    def restart_from_best_stage1(self, decay: float | None) -> None:
+        """Reload the best stage-1 state (model, EMA, optimizer, scaler, extra modules; not the
+        counters, data order or lr schedule, which go on) and set the EMA decay to `decay`
+        (None: unchanged). Without a stage-1 state (nothing validated before) the run goes on
+        from its current weights, with the new decay."""
+        path = self._stage1_path()
+        if path.is_file():
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.ema is not None and "ema" in ckpt:
+                self.ema.load_state_dict(ckpt["ema"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
+            what = f"the best state so far (epoch {ckpt['epoch'] + 1}) reloaded"
+        else:
+            what = "no stage-1 state to reload (nothing validated before), going on"
+        if self.ema is not None and decay is not None:
+            self.ema.decay = decay
+        if dist.is_main():
+            decay_now = f", EMA decay {self.ema.decay:.4f}" if self.ema is not None else ""
+            print(f"EMA restart at epoch {self.state['epoch'] + 1}: {what}{decay_now}")
 
     def best_result(self) -> EvalResult | None:
         path = self.run_dir / "weights" / "best.pt"

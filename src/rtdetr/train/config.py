@@ -31,14 +31,26 @@ class TrainConfig:
     lr, lr_backbone: overrides of the recipe's learning rates (lr_backbone None: the recipe's
                      parameter groups decide the backbone's rate)
     weight_decay:    override of the recipe's weight decay
-    warmup_steps:    linear warm-up length in optimiser steps
-    lr_schedule:     "multistep" (official) or "cosine"
+    warmup_steps:    warm-up length in optimiser steps
+    warmup_shape:    "linear" (lr t/W) or "quadratic" (lr (t/W)^2)
+    lr_schedule:     "multistep", "cosine" (to 5 %) or "flatcosine" (`schedule.LRSchedule`)
+    lr_gamma:        "multistep": the factor at each milestone; "flatcosine": the final factor
+    flat_epoch, no_aug_epoch: "flatcosine": flat until `flat_epoch`, the final factor for the
+                     last `no_aug_epoch` epochs
     amp:             "off", "bf16" (CPU or CUDA autocast) or "fp16" (CUDA, with a grad scaler);
                      None: "fp16" on CUDA where the recipe uses AMP, else "off"
     ema:             keep an EMA of the weights (evaluated and saved as `best.pt`)
     ema_decay, ema_warmups: EMA decay and its warm-up in updates
+    ema_restart_epoch, ema_restart_decay: EMA restarts ("stage 2", `TrainRecipe.ema_restart_decay`):
+                     at `ema_restart_epoch` the best state so far is reloaded and the EMA decay
+                     becomes `ema_restart_decay`; each later epoch that is no new best reloads it
+                     again and lowers the decay by 1e-4 (None: no restarts)
     clip_max_norm:   gradient clipping (0: off)
-    losses:          the criterion's losses by name: "vfl", "boxes" (loss_bbox and loss_giou)
+    losses:          the criterion's losses by name: "vfl", "boxes" (loss_bbox and loss_giou), ...
+    loss_weights:    the weight of each loss term by name, e.g. {"loss_vfl": 1, "loss_bbox": 5}
+                     (a string "loss_vfl=1,loss_bbox=5" on the command line)
+    loss_gamma:      the classification loss's focusing exponent (VFL 2, MAL 1.5)
+    loss_union_set:  box and local terms on the union of all levels' matched pairs (D-FINE, DEIM)
     grad_accum:      micro-batches per optimiser step
     grad_checkpoint: recompute decoder layers in backward to save memory
     freeze_backbone: train the encoder and decoder only
@@ -46,6 +58,9 @@ class TrainConfig:
     aug:             augmentation on or off; aug_stop_epoch / multiscale / multiscale_stop_epoch
                      as the official policy (a recipe's stop epoch None: never stops; to never
                      stop where the recipe does, give a stop epoch of `epochs` or more)
+    mosaic_epochs, mosaic_prob: DEIM's Mosaic in epochs [e0, e1) with this probability; with
+                     it the strong augmentations start at e0 (`TrainRecipe.mosaic_epochs`)
+    mixup_epochs, mixup_prob: the collate's MixUp in epochs [start, end) with this probability
     patience, min_delta: early stopping on validation AP50:95 (None: off)
     val_interval:    validate every N epochs
     workers:         DataLoader worker processes
@@ -74,13 +89,22 @@ class TrainConfig:
     lr_backbone: float | None = None
     weight_decay: float | None = None
     warmup_steps: int | None = None
-    lr_schedule: str = "multistep"
+    warmup_shape: str | None = None
+    lr_schedule: str | None = None
+    lr_gamma: float | None = None
+    flat_epoch: int | None = None
+    no_aug_epoch: int | None = None
     amp: str | None = None
     ema: bool = True
     ema_decay: float | None = None
     ema_warmups: int | None = None
+    ema_restart_epoch: int | None = None
+    ema_restart_decay: float | None = None
     clip_max_norm: float | None = None
     losses: tuple[str, ...] | None = None
+    loss_weights: dict[str, float] | None = None
+    loss_gamma: float | None = None
+    loss_union_set: bool | None = None
     grad_accum: int = 1
     grad_checkpoint: bool = False
     freeze_backbone: bool = False
@@ -89,6 +113,10 @@ class TrainConfig:
     aug_stop_epoch: int | None = None
     multiscale: bool | None = None
     multiscale_stop_epoch: int | None = None
+    mosaic_epochs: tuple[int, int] | None = None
+    mosaic_prob: float | None = None
+    mixup_epochs: tuple[int, int] | None = None
+    mixup_prob: float | None = None
     patience: int | None = None
     min_delta: float = 0.0
     val_interval: int = 1
@@ -116,6 +144,11 @@ class TrainConfig:
         if kwargs.get("losses") is not None:  # "vfl,boxes", ["vfl", "boxes"] or ("vfl,boxes",)
             losses = [kwargs["losses"]] if isinstance(kwargs["losses"], str) else kwargs["losses"]
             kwargs["losses"] = tuple(n.strip() for item in losses for n in str(item).split(",") if n.strip())
+        for key in ("mosaic_epochs", "mixup_epochs"):  # "4,64", [4, 64] (args.yaml) -> (4, 64)
+            if kwargs.get(key) is not None:
+                kwargs[key] = _epoch_range(key, kwargs[key])
+        if kwargs.get("loss_weights") is not None:
+            kwargs["loss_weights"] = _weights(kwargs["loss_weights"])
         if isinstance(kwargs.get("model"), dict):  # as args.yaml writes a ModelConfig
             kwargs["model"] = ModelConfig.from_dict(kwargs["model"])
         if kwargs.get("resume") in ("", "false", "False"):
@@ -124,6 +157,26 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _epoch_range(key: str, value) -> tuple[int, int]:
+    """(start, end) epochs from a pair or a "start,end" string; a one-line ValueError otherwise."""
+    items = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+    try:
+        start, end = (int(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be two epochs (start, end), got {value!r}") from None
+    return start, end
+
+
+def _weights(value) -> dict[str, float]:
+    """{term: weight} from a mapping or a "loss_a=1,loss_b=5" string."""
+    if isinstance(value, str):
+        pairs = [item.split("=") for item in value.replace(" ", "").split(",") if item]
+        if not all(len(p) == 2 for p in pairs):
+            raise ValueError(f"loss_weights must look like 'loss_vfl=1,loss_bbox=5', got {value!r}")
+        value = dict(pairs)
+    return {str(k): float(v) for k, v in dict(value).items()}
 
 
 def defaults() -> dict:

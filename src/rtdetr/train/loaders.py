@@ -22,27 +22,35 @@ def augment_config(cfg: TrainConfig, recipe: TrainRecipe) -> AugmentConfig:
     scales = None
     if cfg.multiscale:  # the official sizes are for 640; other sizes get the same pattern around them
         official = recipe.scales or MULTI_SCALES  # a recipe without multi-scale, switched on: the official sizes
-        scales = official if tuple(cfg.imgsz) == (640, 640) else _scales_around(cfg.imgsz)
+        repeat = official.count(640) or 3
+        scales = official if tuple(cfg.imgsz) == (640, 640) else _scales_around(cfg.imgsz, repeat)
     on = cfg.aug
     return AugmentConfig(size=cfg.imgsz, photometric=on, zoom_out=on, iou_crop=on, flip=on,
-                         stop_epoch=cfg.aug_stop_epoch, scales=scales)
+                         stop_epoch=cfg.aug_stop_epoch, scales=scales,
+                         mosaic_epochs=cfg.mosaic_epochs if on and cfg.mosaic_prob else None,
+                         mosaic_prob=cfg.mosaic_prob or 0.0,
+                         mixup_epochs=cfg.mixup_epochs if on and cfg.mixup_prob else None,
+                         mixup_prob=cfg.mixup_prob or 0.0)
 
 
-def _scales_around(size: tuple[int, int]) -> tuple[int, ...]:
-    """The official multi-scale pattern (0.75x .. 1.25x in steps of 32, base size thrice) for `size`."""
+def _scales_around(size: tuple[int, int], repeat: int = 3) -> tuple[int, ...]:
+    """The official multi-scale pattern (0.75x .. 1.25x in steps of 32, the base size `repeat`
+    times) for `size`."""
     base = max(size)
     lo, hi = int(base * 0.75) // 32 * 32, int(base * 1.25) // 32 * 32
-    return tuple(s for s in range(lo, hi + 1, 32) if s != base) + (base, base, base)
+    return tuple(s for s in range(lo, hi + 1, 32) if s != base) + (base,) * repeat
 
 
 def make_loaders(cfg: TrainConfig, recipe: TrainRecipe, per_process_batch: int):
     """(train set, train loader, its sampler, its collate, val loader or None) of an effective `cfg`."""
     train_set = load_dataset(cfg.data, "train")
     aug = augment_config(cfg, recipe)
-    train_set.transforms = SeededTransforms(train_transforms(aug), cfg.seed)
+    # A Mosaic draws its other samples from the training set itself (untransformed, `load_item`).
+    train_set.transforms = SeededTransforms(train_transforms(aug, source=train_set), cfg.seed)
     sampler = ResumableSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=dist.rank(),
                                world_size=dist.world_size())
-    collate = MultiScaleCollate(aug.scales, stop_epoch=cfg.multiscale_stop_epoch, seed=cfg.seed)
+    collate = MultiScaleCollate(aug.scales, stop_epoch=cfg.multiscale_stop_epoch, seed=cfg.seed,
+                                mixup_epochs=aug.mixup_epochs, mixup_prob=aug.mixup_prob)
     # Loaders get their own generators: creating an iterator must not draw from the global RNG,
     # or a resumed run would see different denoising noise than the uninterrupted one.
     train_loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, collate_fn=collate,

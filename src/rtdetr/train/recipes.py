@@ -1,6 +1,8 @@
 """Every official COCO training recipe, by zoo name, and the AdamW parameter groups it asks for.
 
-The values are read from the official RT-DETRv2 repository (`rtdetrv2_pytorch/configs/`):
+The D-FINE, DEIM and RT-DETRv4 recipes are in `recipes_dfine` (from the RT-DETRv4 repository's
+configs); the rest of this docstring is about RT-DETR and RT-DETRv2. Their values are read from
+the official RT-DETRv2 repository (`rtdetrv2_pytorch/configs/`):
 each `rtdetrv2/*.yml` includes `../dataset/coco_detection.yml`, `../runtime.yml`,
 `include/dataloader.yml`, `include/optimizer.yml` and `include/rtdetrv2_r50vd.yml`, in that
 order, and then overrides keys of its own (dicts merge key by key, lists are replaced whole).
@@ -32,10 +34,12 @@ Where the v1 configs (`configs/rtdetr/`) differ from the v2 ones:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from rtdetr.train import recipes_dfine
 
 CONFIGS = "https://github.com/lyuwenyu/RT-DETR/tree/main/rtdetrv2_pytorch/configs/"
 RELEASES = "https://github.com/lyuwenyu/storage/releases/download/v0.1/"
@@ -71,7 +75,37 @@ class TrainRecipe:
     `pretrained_backbone`: the backbone starts from its ImageNet-pretrained file.
     `tuning`: the checkpoint the recipe fine-tunes from (the discrete-sampling configs start
     from the matching grid-sample model), else None.
-    `config`: the official config file, relative to `CONFIGS` ("" for a recipe of your own).
+    `config`: the official config file, relative to `config_root` ("" for a recipe of your own);
+    `config_root`: `CONFIGS` (RT-DETR / RT-DETRv2) or `recipes_dfine.V4_CONFIGS` (D-FINE, DEIM,
+    RT-DETRv4).
+
+    The fields below were added for the D-FINE family (`recipes_dfine`); their defaults are
+    what the RT-DETR / RT-DETRv2 recipes do.
+    `lr_scheduler`: "multistep" (warm-up, then `lr_gamma` at each of `lr_milestones`) or
+    "flatcosine" (warm-up, flat until `flat_epoch`, a half cosine down to `lr_gamma` x lr at
+    `epochs - no_aug_epoch`, then constant); see `schedule.LRSchedule`.
+    `warmup_shape`: "linear" (RT-DETR) or "quadratic" (the flat-cosine configs: lr (t/W)^2).
+    `loss_weights`: the criterion's weight of each term by name (`weight_dict`);
+    `loss_gamma`: the focusing exponent of the classification loss (VFL 2, MAL 1.5);
+    `loss_union_set`: box and local terms on the union of all levels' matched pairs
+    (`RTDETRCriterion(use_union_set=...)`; the D-FINE criterion's `use_uni_set`).
+    `mosaic_epochs`: (e0, e1) of DEIM's three-phase policy [e0, e1, e2], e2 being
+    `aug_stop_epoch`: before e0 none of Mosaic and the strong augmentations; in [e0, e1)
+    Mosaic with probability `mosaic_prob` (and no zoom-out / IoU crop on mosaic samples);
+    in [e1, e2) the plain augmentation; from e2 on none. None: no Mosaic, and the strong
+    augmentations run from the first epoch (the v2 stop policy).
+    `mixup_epochs`: [start, end) epochs of the collate's MixUp, with probability `mixup_prob`
+    (None: none).
+    `ema_restart_decay`: the EMA restarts ("stage 2"); None: none. At epoch
+    `scales_stop_epoch` (the official collate `stop_epoch`) the run reloads the best state of
+    the epochs before it (model, EMA, optimizer) and continues with EMA decay
+    `ema_restart_decay`; after each later validated epoch that is not a new best it reloads
+    that state again and lowers the decay by 1e-4. Officially both decay changes are no-ops:
+    the EMA's decay function captured the constructor's decay, so only the reloads acted.
+    Here the decay really changes, as the configs and the code's own messages mean it to:
+    stage 2 is a search over the EMA decay (each retry of the best stage-1 state averages
+    more briefly), which an unchanged decay would not search. So runs of these recipes
+    differ from the published ones from `scales_stop_epoch` on (X: decay 0.9998 there).
     """
 
     epochs: int = 72
@@ -96,6 +130,30 @@ class TrainRecipe:
     pretrained_backbone: bool = True
     tuning: str | None = None
     config: str = ""
+    config_root: str = CONFIGS
+    lr_scheduler: str = "multistep"
+    warmup_shape: str = "linear"
+    flat_epoch: int = 0
+    no_aug_epoch: int = 0
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0})
+    loss_gamma: float = 2.0
+    loss_union_set: bool = False
+    mosaic_epochs: tuple[int, int] | None = None
+    mosaic_prob: float = 0.0
+    mixup_epochs: tuple[int, int] | None = None
+    mixup_prob: float = 0.0
+    ema_restart_decay: float | None = None
+
+    @property
+    def config_url(self) -> str:
+        """The official config file's address ("" for a recipe of your own)."""
+        return self.config_root + self.config if self.config else ""
+
+    @property
+    def ema_restart_epoch(self) -> int | None:
+        """The epoch of the first EMA restart (None: no restarts)."""
+        return self.scales_stop_epoch if self.ema_restart_decay is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +261,10 @@ RECIPES: dict[str, TrainRecipe] = {
     "rtdetrv2_r50vd_dsp": _v2("rtdetrv2_r50vd_dsp_1x_coco.yml", V2_GROUPS, 12, 10,
                               tuning="rtdetrv2_r50vd_6x_coco_ema.pth"),
 }
+
+
+# D-FINE, DEIM (on D-FINE and on RT-DETRv2) and RT-DETRv4, from the RT-DETRv4 repository's configs.
+RECIPES.update({name: TrainRecipe(**values) for name, values in recipes_dfine.RECIPE_VALUES.items()})
 
 
 # Not official: the built-in CPU demo (`rtdetr demo`), tuned to learn the synthetic shapes fast:

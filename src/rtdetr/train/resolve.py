@@ -14,8 +14,9 @@ from rtdetr.models import zoo
 from rtdetr.models.config import ModelConfig
 from rtdetr.models.pretrained import PRETRAINED_BACKBONES
 from rtdetr.train.config import TrainConfig
-from rtdetr.train.criterion import check_losses
+from rtdetr.train.criterion import LOSSES, check_losses
 from rtdetr.train.recipes import TrainRecipe, get_recipe
+from rtdetr.train.schedule import KINDS, WARMUP_SHAPES
 
 # The recipe of a ModelConfig of your own (as for any architecture without an official one).
 DEFAULT_RECIPE = "rtdetrv2_r18vd"
@@ -28,13 +29,27 @@ RECIPE_FIELDS: dict[str, Callable[[TrainRecipe], Any]] = {
     "lr": lambda r: r.lr,
     "weight_decay": lambda r: r.weight_decay,
     "warmup_steps": lambda r: r.warmup_steps,
+    "warmup_shape": lambda r: r.warmup_shape,
+    "lr_schedule": lambda r: r.lr_scheduler,
+    "lr_gamma": lambda r: r.lr_gamma,
+    "flat_epoch": lambda r: r.flat_epoch,
+    "no_aug_epoch": lambda r: r.no_aug_epoch,
     "ema_decay": lambda r: r.ema_decay,
     "ema_warmups": lambda r: r.ema_warmups,
+    "ema_restart_epoch": lambda r: r.ema_restart_epoch,
+    "ema_restart_decay": lambda r: r.ema_restart_decay,
     "clip_max_norm": lambda r: r.clip_max_norm,
     "losses": lambda r: tuple(r.losses),
+    "loss_weights": lambda r: dict(r.loss_weights),
+    "loss_gamma": lambda r: r.loss_gamma,
+    "loss_union_set": lambda r: r.loss_union_set,
     "aug_stop_epoch": lambda r: r.aug_stop_epoch,
     "multiscale": lambda r: r.scales is not None,
     "multiscale_stop_epoch": lambda r: r.scales_stop_epoch,
+    "mosaic_epochs": lambda r: r.mosaic_epochs,
+    "mosaic_prob": lambda r: r.mosaic_prob,
+    "mixup_epochs": lambda r: r.mixup_epochs,
+    "mixup_prob": lambda r: r.mixup_prob,
 }
 
 
@@ -84,7 +99,25 @@ def resolve(cfg: TrainConfig, initial_model: Any = None) -> Resolved:
         _check_pretrained(cfg, initial_model)
     effective = replace(cfg, **values)
     check_losses(effective.losses)
+    _check_choices(effective)
     return Resolved(effective, recipe, sources)
+
+
+def _check_choices(cfg: TrainConfig) -> None:
+    """One-line ValueErrors for options the run could not follow."""
+    if cfg.lr_schedule not in KINDS:
+        raise ValueError(f"lr_schedule {cfg.lr_schedule!r}: use one of {', '.join(KINDS)}")
+    if cfg.warmup_shape not in WARMUP_SHAPES:
+        raise ValueError(f"warmup_shape {cfg.warmup_shape!r}: use one of {', '.join(WARMUP_SHAPES)}")
+    # The criterion drops a term without a weight: a chosen loss must not vanish unnoticed.
+    unweighted = [term for name in cfg.losses for term in LOSSES[name] if term not in cfg.loss_weights]
+    if unweighted:
+        raise ValueError(f"losses {', '.join(cfg.losses)} give term(s) {', '.join(unweighted)} without a weight "
+                         f"in loss_weights {cfg.loss_weights}; add them (e.g. loss_weights=...,{unweighted[0]}=1)")
+    for key in ("mosaic_epochs", "mixup_epochs"):
+        epochs = getattr(cfg, key)
+        if epochs is not None and not 0 <= epochs[0] <= epochs[1]:
+            raise ValueError(f"{key} {tuple(epochs)}: need 0 <= start <= end")
 
 
 def effective_config(cfg: TrainConfig, initial_model: Any = None) -> TrainConfig:

@@ -2,6 +2,7 @@
 micro-batches, clipping, the optimiser and EMA updates, and the gradient norms it logs."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Protocol
 
@@ -59,8 +60,7 @@ class StepMixin:
             losses = self.compute_losses(images, targets)
             loss = sum(losses.values()) / len(micro_batches)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.state['global_step']}: "
-                                         f"{ {k: round(v.item(), 4) for k, v in losses.items()} }")
+                raise FloatingPointError(non_finite_message(losses, loss, self.state["global_step"]))
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             for k, v in losses.items():
                 logs[k] = logs.get(k, 0.0) + v.item() / len(micro_batches)
@@ -99,6 +99,15 @@ class StepMixin:
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
             out[f"grad_norm/{name}"] = torch.stack(grads).norm().item() if grads else 0.0
         return out
+
+
+def non_finite_message(losses: dict[str, torch.Tensor], loss: torch.Tensor, step: int) -> str:
+    """One line: the non-finite terms first, then the step, the loss and every term."""
+    values = {k: v.item() for k, v in losses.items()}
+    bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+    what = f"non-finite loss term(s) {', '.join(bad)}" if bad else f"the sum of the loss terms is {loss.item()}"
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    return f"{what} at step {step} (loss {loss.item()}; terms: {terms})"
 
 
 def _check_extra_terms(fn: ExtraLoss, terms, losses: dict) -> None:

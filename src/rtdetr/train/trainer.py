@@ -136,10 +136,13 @@ class Trainer(StepMixin, CheckpointMixin):
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmups) if cfg.ema else None
         self.optimizer = make_optimizer(cfg, self.recipe, self.model, self.extra_modules)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
-        self.criterion = RTDETRCriterion(len(self.class_names), HungarianMatcher(), losses=cfg.losses)
+        self.criterion = RTDETRCriterion(len(self.class_names), HungarianMatcher(), weight_dict=cfg.loss_weights,
+                                         gamma=cfg.loss_gamma, losses=cfg.losses,
+                                         use_union_set=cfg.loss_union_set)
         self.schedule = LRSchedule(warmup_steps=cfg.warmup_steps, kind=cfg.lr_schedule,
-                                   milestones=self.recipe.lr_milestones, gamma=self.recipe.lr_gamma,
-                                   epochs=cfg.epochs)
+                                   milestones=self.recipe.lr_milestones, gamma=cfg.lr_gamma,
+                                   epochs=cfg.epochs, warmup_shape=cfg.warmup_shape,
+                                   flat_epochs=cfg.flat_epoch, no_aug_epochs=cfg.no_aug_epoch)
         self.net = self.model
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -187,6 +190,8 @@ class Trainer(StepMixin, CheckpointMixin):
         """Returns False when the step budget (`max_steps`) or the time budget ended the run."""
         cfg, st = self.cfg, self.state
         accum = cfg.grad_accum
+        if epoch == cfg.ema_restart_epoch and st["step_in_epoch"] == 0:  # "stage 2" starts (resumed: done)
+            self.restart_from_best_stage1(cfg.ema_restart_decay)
         self.train_set.transforms.set_epoch(epoch)
         self.collate.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip=st["step_in_epoch"] * accum * self.train_loader.batch_size)
@@ -263,6 +268,7 @@ class Trainer(StepMixin, CheckpointMixin):
             improved, stop = record_validation(st, result.ap, epoch, cfg.min_delta, cfg.patience)
             if improved:
                 self.save_best(weights, result)
+            self.after_validation(epoch, improved)
         if dist.is_main():
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "weights": which,
                    "time_s": round(time.time() - started, 1), **{k: means.get(k, float("nan")) for k in
