@@ -58,6 +58,23 @@ def test_position_embedding_of_a_rectangular_map_by_hand():
         assert pe[0, token].tolist() == pytest.approx(expected, abs=1e-5)
 
 
+
+def test_consistent_position_embedding_by_hand():
+    """The "consistent" layout: token (row r, column c) carries a = r, b = c on any map; on a square
+    map it is the official embedding exactly, on a rectangular one it is not."""
+    h, w, dim = 6, 10, 16
+    pe = sincos_position_embedding(w, h, dim, layout="consistent")
+    quarter = dim // 4
+    omega = [1 / 10000 ** (k / quarter) for k in range(quarter)]
+    for r, c in ((0, 0), (2, 3), (5, 9), (1, 8)):
+        expected = ([math.sin(r * o) for o in omega] + [math.cos(r * o) for o in omega]
+                    + [math.sin(c * o) for o in omega] + [math.cos(c * o) for o in omega])
+        assert pe[0, r * w + c].tolist() == pytest.approx(expected, abs=1e-5)
+    assert torch.equal(sincos_position_embedding(8, 8, dim), sincos_position_embedding(8, 8, dim, layout="consistent"))
+    assert not torch.equal(sincos_position_embedding(w, h, dim), pe)
+    with pytest.raises(ValueError, match="layout"):
+        sincos_position_embedding(w, h, dim, layout="transposed")
+
 def test_discrete_sampling_clamps_each_axis_to_its_own_size():
     value = torch.arange(4 * 16, dtype=torch.float32).reshape(1, 1, 4, 16)  # cell (y, x) holds 16y + x
     loc = torch.tensor([[[[0.9, 0.1], [0.99, 0.99], [-0.5, 2.0], [0.5, 0.5]]]])  # (x, y) normalised

@@ -36,6 +36,10 @@ class EncoderConfig:
     `downsample`: the bottom-up downsampling, "conv" (3x3 stride-2 conv + norm + act) or
     "scdown" (D-FINE: 1x1 conv + norm, then depthwise 3x3 stride-2 conv + norm, no activation).
     `lateral_act`: the top-down lateral 1x1 convs end with the activation (RT-DETR) or not (D-FINE).
+    `pos_layout`: AIFI's sin-cos position embedding on non-square maps, "official" (as the
+    official models compute it: on a rectangular map cells get other cells' embeddings) or
+    "consistent" (each cell gets the embedding of its own row and column, as on the square maps
+    of training); both are the same on square maps (rtdetr.models.nn.position).
     `distill_dim`: > 0 adds RT-DETRv4's `feature_projector` (Linear hidden_dim -> distill_dim on
     AIFI's output), used only when training with distillation; inference never runs it.
     """
@@ -51,6 +55,7 @@ class EncoderConfig:
     fusion_block: str = "csp"
     downsample: str = "conv"
     lateral_act: bool = True
+    pos_layout: str = "official"
     distill_dim: int = 0
 
 

@@ -103,7 +103,9 @@ class HybridEncoder(nn.Module):
             fusion_block(cfg.fusion_block, hd, num_blocks, cfg.expansion, act) for _ in range(n - 1))
 
         # A partial, not a lambda over self: a deep copy of the module must not call back into the original.
-        self._pos_cache = SizeCache(functools.partial(sincos_position_embedding, dim=hd, temperature=cfg.pe_temperature))
+        self.pos_layout = cfg.pos_layout
+        self._pos_cache = SizeCache(functools.partial(sincos_position_embedding, dim=hd, temperature=cfg.pe_temperature,
+                                                      layout=cfg.pos_layout))
         self.fixed_hw: tuple[int, int] | None = None  # the input size of `fix_size`, if any
         self.channels_last = False
 
@@ -117,7 +119,8 @@ class HybridEncoder(nn.Module):
             pe = None
             if hw is not None:
                 h, w = self._map_size(idx)
-                pe = sincos_position_embedding(w, h, self.hidden_dim, self.pe_temperature).to(ref.device, ref.dtype)
+                pe = sincos_position_embedding(w, h, self.hidden_dim, self.pe_temperature,
+                                               self.pos_layout).to(ref.device, ref.dtype)
             encoder.pos_embed = pe
 
     def _map_size(self, idx: int) -> tuple[int, int]:

@@ -10,22 +10,39 @@ from __future__ import annotations
 import torch
 
 
-def sincos_position_embedding(w: int, h: int, dim: int = 256, temperature: float = 10000.0) -> torch.Tensor:
-    """2-D sin-cos embedding, [1, w*h, dim].
+POS_LAYOUTS = ("official", "consistent")
 
-    The grid is laid out w-major (`meshgrid(arange(w), arange(h), indexing='ij')`) while the
-    features are flattened h-major; the official models were trained with exactly this
-    pairing, so it is kept as is.
+
+def sincos_position_embedding(w: int, h: int, dim: int = 256, temperature: float = 10000.0,
+                              layout: str = "official") -> torch.Tensor:
+    """2-D sin-cos embedding of an h x w map, [1, h*w, dim], in the order the map's cells are
+    flattened (row-major: token t is cell (t // w, t % w)).
+
+    The first half of the channels encodes one coordinate a, the second half another, b:
+    `[sin(a*omega), cos(a*omega), sin(b*omega), cos(b*omega)]`, omega = temperature ** -(k / (dim/4)).
+
+    layout "official": as the official models compute it, the grid laid out w-major
+    (`meshgrid(arange(w), arange(h), indexing='ij')`) but read in the features' row-major order,
+    so token t gets a = t // h, b = t % h. On a square map that is a = row, b = column (the two
+    roles are swapped, consistently); on a rectangular one a cell gets another cell's embedding.
+    layout "consistent": a = row, b = column on every map: the embedding a square-trained model
+    saw, extended to h x w (identical to "official" when h == w).
     """
     if dim % 4:
         raise ValueError(f"position embedding dim must be divisible by 4, got {dim}")
-    grid_w, grid_h = torch.meshgrid(
-        torch.arange(int(w), dtype=torch.float32), torch.arange(int(h), dtype=torch.float32), indexing="ij")
+    if layout not in POS_LAYOUTS:
+        raise ValueError(f"unknown position-embedding layout {layout!r}; expected one of {POS_LAYOUTS}")
+    if layout == "official":
+        grid_a, grid_b = torch.meshgrid(
+            torch.arange(int(w), dtype=torch.float32), torch.arange(int(h), dtype=torch.float32), indexing="ij")
+    else:
+        grid_a, grid_b = torch.meshgrid(
+            torch.arange(int(h), dtype=torch.float32), torch.arange(int(w), dtype=torch.float32), indexing="ij")
     pos_dim = dim // 4
     omega = 1.0 / (temperature ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim))
-    out_w = grid_w.flatten()[:, None] @ omega[None]
-    out_h = grid_h.flatten()[:, None] @ omega[None]
-    return torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)[None]
+    out_a = grid_a.flatten()[:, None] @ omega[None]
+    out_b = grid_b.flatten()[:, None] @ omega[None]
+    return torch.cat([out_a.sin(), out_a.cos(), out_b.sin(), out_b.cos()], dim=1)[None]
 
 
 def generate_anchors(spatial_shapes: list[tuple[int, int]], grid_size: float = 0.05,
