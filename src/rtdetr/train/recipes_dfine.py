@@ -147,11 +147,9 @@ def _dfine(size: str) -> dict[str, Any]:
                 ema_restart_decay=restart, config=f"dfine/dfine_hgnetv2_{size}_coco.yml")
 
 
-# `base/deim.yml` (and `base/rtv4.yml`) over a D-FINE config
-_DENSE_O2O = dict(
-    warmup_steps=2000, lr_gamma=0.5, losses=("mal", "boxes", "local"), loss_weights=DEIM_WEIGHTS,
-    loss_gamma=1.5, mosaic_prob=0.5, mixup_prob=0.5,
-)
+# `base/deim.yml` (and `base/rtv4.yml`) over a D-FINE config: schedule and losses
+_DEIM = dict(warmup_steps=2000, lr_gamma=0.5, losses=("mal", "boxes", "local"), loss_weights=DEIM_WEIGHTS,
+             loss_gamma=1.5)
 
 # size: epochs, lr, weight decay, groups, flat_epoch, no_aug_epoch, policy [e0, e1, e2] (mixup [e0, e1), stop e2)
 _DEIM_SIZES: dict[str, tuple] = {
@@ -164,15 +162,17 @@ _DEIM_SIZES: dict[str, tuple] = {
 
 
 def _dense_o2o(base: dict, epochs, lr, wd, groups, flat, no_aug, policy, config: str) -> dict[str, Any]:
+    """`base` with a model's own keys and the Dense O2O policy (Mosaic and MixUp, p 0.5)."""
     e0, e1, e2 = policy
-    return dict(base, **_DENSE_O2O, epochs=epochs, lr=lr, weight_decay=wd, param_groups=groups, flat_epoch=flat,
+    return dict(base, mosaic_prob=0.5, mixup_prob=0.5, epochs=epochs, lr=lr, weight_decay=wd, param_groups=groups, flat_epoch=flat,
                 no_aug_epoch=no_aug, mosaic_epochs=(e0, e1), mixup_epochs=(e0, e1), aug_stop_epoch=e2,
                 scales_stop_epoch=e2, config=config)
 
 
 def _deim(size: str, family: str = "deim") -> dict[str, Any]:
     """DEIM-D-FINE or RT-DETRv4 (`family` "rtv4"): the same values over the D-FINE config."""
-    recipe = _dense_o2o(_dfine(size), *_DEIM_SIZES[size], config=f"{family}/{family}_hgnetv2_{size}_coco.yml")
+    recipe = _dense_o2o(dict(_dfine(size), **_DEIM), *_DEIM_SIZES[size],
+                        config=f"{family}/{family}_hgnetv2_{size}_coco.yml")
     if size == "n":  # DEIM-N keeps D-FINE-N's lr_gamma 1 (and has no multi-scale)
         recipe["lr_gamma"] = 1.0
     return recipe
@@ -180,7 +180,7 @@ def _deim(size: str, family: str = "deim") -> dict[str, Any]:
 
 # `base/rtv2_optimizer.yml` + `base/dataloader.yml` + `base/rtv2_r50vd.yml` + `base/rtv2_deim.yml`
 _RTV2 = dict(_DFINE, warmup_steps=2000, ema_warmups=2000, total_batch_size=16, losses=("mal", "boxes"),
-             loss_weights=DEIM_RTV2_WEIGHTS, loss_gamma=1.5, loss_union_set=False, mosaic_prob=0.5, mixup_prob=0.5, lr_gamma=0.5,
+             loss_weights=DEIM_RTV2_WEIGHTS, loss_gamma=1.5, loss_union_set=False, lr_gamma=0.5,
              weight_decay=1e-4, scales=official_scales(3), ema_restart_decay=0.9999)
 
 # variant: config, epochs, backbone lr (None: no backbone group), flat_epoch, no_aug_epoch, policy
