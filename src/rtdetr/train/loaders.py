@@ -27,10 +27,8 @@ def augment_config(cfg: TrainConfig, recipe: TrainRecipe) -> AugmentConfig:
     on = cfg.aug
     return AugmentConfig(size=cfg.imgsz, photometric=on, zoom_out=on, iou_crop=on, flip=on,
                          stop_epoch=cfg.aug_stop_epoch, scales=scales,
-                         mosaic_epochs=cfg.mosaic_epochs if on and cfg.mosaic_prob else None,
-                         mosaic_prob=cfg.mosaic_prob or 0.0,
-                         mixup_epochs=cfg.mixup_epochs if on and cfg.mixup_prob else None,
-                         mixup_prob=cfg.mixup_prob or 0.0)
+                         mosaic_epochs=cfg.mosaic_epochs if on else None, mosaic_prob=cfg.mosaic_prob,
+                         mixup_epochs=cfg.mixup_epochs if on else None, mixup_prob=cfg.mixup_prob)
 
 
 def _scales_around(size: tuple[int, int], repeat: int = 3) -> tuple[int, ...]:
