@@ -28,13 +28,38 @@ OFFICIAL_FILES = {
     "hgnetv2_x": "PPHGNetV2_X_ssld_pretrained_from_paddle.pth",
     "hgnetv2_h": "PPHGNetV2_H_ssld_pretrained_from_paddle.pth",
 }
+# D-FINE / DEIM / RT-DETRv4 (hgnetv2.py `arch_configs[...]['url']` of the D-FINE code).
+DFINE_FILES = {f"hgnetv2_b{i}": f"PPHGNetV2_B{i}_stage1.pth" for i in range(7)}
+RELEASES = {name: "https://github.com/lyuwenyu/storage/releases/download/v0.1/" for name in OFFICIAL_FILES} | {
+    name: "https://github.com/Peterande/storage/releases/download/dfinev1.0/" for name in DFINE_FILES}
 
 
 def test_every_zoo_backbone_has_its_official_file():
     backbones = {entry.config.backbone.name for entry in zoo.ZOO.values()}
-    assert backbones == set(OFFICIAL_FILES)
+    assert backbones <= set(OFFICIAL_FILES) | set(DFINE_FILES)
+    assert set(PRETRAINED_BACKBONES) == set(OFFICIAL_FILES) | set(DFINE_FILES)
     for name, url in PRETRAINED_BACKBONES.items():
-        assert url == "https://github.com/lyuwenyu/storage/releases/download/v0.1/" + OFFICIAL_FILES[name]
+        assert url == RELEASES[name] + {**OFFICIAL_FILES, **DFINE_FILES}[name]
+
+
+def test_dfine_stage1_file_with_official_names_loads(tmp_path, monkeypatch):
+    """A B0 file keyed as D-FINE's backbone (`aggregation.0`, `stem2a.conv.weight`, learnable
+    affines), the official detector's `backbone.` keys of the fixture manifest without the prefix."""
+    monkeypatch.setenv("RTDETR_CACHE", str(tmp_path))
+    manifest = json.loads((OFFICIAL_FIXTURES.parent / "official_v4" / "dfine_hgnetv2_s.json").read_text())[
+        "state_dict_manifest"]
+    torch.manual_seed(0)
+    sd = {k.removeprefix("backbone."): torch.randn(shape) for k, shape in manifest.items()
+          if k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+    assert any(".aggregation.0." in k for k in sd) and "stem.stem2a.conv.weight" in sd
+    torch.save(sd, tmp_path / DFINE_FILES["hgnetv2_b0"])
+    backbone = rtdetr.create_model("dfine_hgnetv2_s").backbone
+    load_pretrained_backbone(backbone, "hgnetv2_b0")
+    got = backbone.state_dict()
+    assert torch.equal(got["stages.0.blocks.0.aggregation_squeeze_conv.conv.weight"],
+                       sd["stages.0.blocks.0.aggregation.0.conv.weight"])
+    assert torch.equal(got["stem.stem2a.conv.1.weight"], sd["stem.stem2a.conv.weight"])
+    assert torch.equal(got["stem.stem1.lab.bias"], sd["stem.stem1.lab.bias"])
 
 
 @pytest.mark.parametrize("path", sorted(OFFICIAL_FIXTURES.glob("*.json")), ids=lambda p: p.stem)
