@@ -2,6 +2,10 @@
 AdamW + EMA, in fp32 and with bf16 autocast, each in its own process (for its peak memory).
 
     .venv/bin/python benchmarks/train_step.py --model rtdetrv2_r18vd --size 640 --batch 2 --steps 8
+    .venv/bin/python benchmarks/train_step.py --model rtdetrv2_r18vd deim_hgnetv2_s --amp off --rounds 2
+
+Several models are run in alternation, `--rounds` times each (one process per run), and each
+one's ratio to the first model is printed: the machine's load then affects all alike.
 
 Goals (issue: training): fp32 step <= 1.8 s, bf16 step <= 1.2 s, peak memory <= 2.3 GB, for
 rtdetrv2_r18vd at 640x640, batch 2, 2 cores (the official code: 2.02 s, 2.9 GB).
@@ -33,8 +37,10 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
     reuse_large_allocations()  # as the trainer does (rtdetr.core.memory)
     torch.manual_seed(0)
     model = rtdetr.create_model(model_name).train()
-    criterion = RTDETRCriterion(80, HungarianMatcher())
-    optimizer = make_optimizer(model, get_recipe(model_name))
+    recipe = get_recipe(model_name)  # the model's own losses (D-FINE family: mal/vfl, boxes, local)
+    criterion = RTDETRCriterion(80, HungarianMatcher(), weight_dict=recipe.loss_weights, gamma=recipe.loss_gamma,
+                                losses=recipe.losses, use_union_set=recipe.loss_union_set)
+    optimizer = make_optimizer(model, recipe)
     ema = ModelEMA(model)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g)
@@ -48,7 +54,8 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
             out = model(x, targets=targets)
         out = to_float(out)
-        loss = sum(criterion(out, targets).values())
+        terms = criterion(out, targets)
+        loss = sum(terms.values())
         t1 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -62,37 +69,47 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
     med = [statistics.median(c) for c in zip(*rows)]
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     return {"model": model_name, "amp": amp, "size": size, "batch": batch, "step_s": med[0], "forward_s": med[1],
-            "backward_s": med[2], "update_s": med[3], "peak_rss_gb": peak_gb, "timed_steps": len(rows)}
+            "backward_s": med[2], "update_s": med[3], "peak_rss_gb": peak_gb, "timed_steps": len(rows),
+            "loss_terms": len(terms)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="rtdetrv2_r18vd")
+    parser.add_argument("--model", nargs="+", default=["rtdetrv2_r18vd"])
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--amp", nargs="+", default=["off", "bf16"])
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each (model, precision), alternating")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_step.json")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_config(args.model, args.size, args.batch, args.steps, args.one)))
+        print(json.dumps(one_config(args.model[0], args.size, args.batch, args.steps, args.one)))
         return
 
-    results = []
-    for amp in args.amp:
-        cmd = [sys.executable, __file__, "--model", args.model, "--size", str(args.size), "--batch", str(args.batch),
-               "--steps", str(args.steps), "--one", amp]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{args.model} {args.size}x{args.size} batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"median of {results[0]['timed_steps']} steps after 2 warm-up")
-    print(f"{'precision':<10} {'step s':>7} {'fwd+loss s':>10} {'backward s':>10} {'update s':>9} {'peak GB':>8}")
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(args.rounds):
+        for model in args.model:
+            for amp in args.amp:
+                cmd = [sys.executable, __file__, "--model", model, "--size", str(args.size), "--batch", str(args.batch),
+                       "--steps", str(args.steps), "--one", amp]
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                runs.setdefault((model, amp), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    # Per (model, precision): the run with the median step time.
+    results = [sorted(rs, key=lambda r: r["step_s"])[len(rs) // 2] for rs in runs.values()]
+    first = {r["amp"]: r["step_s"] for r in results if r["model"] == args.model[0]}
+    print(f"{args.size}x{args.size} batch {args.batch}, {torch.get_num_threads()} threads, median of "
+          f"{results[0]['timed_steps']} steps after 2 warm-up, {args.rounds} alternating run(s) each")
+    print(f"{'model':<18} {'precision':<10} {'terms':>5} {'step s':>7} {'x ' + args.model[0]:>18} {'fwd+loss s':>10} "
+          f"{'backward s':>10} {'update s':>9} {'peak GB':>8}")
     for r in results:
-        print(f"{r['amp']:<10} {r['step_s']:>7.2f} {r['forward_s']:>10.2f} {r['backward_s']:>10.2f} "
-              f"{r['update_s']:>9.2f} {r['peak_rss_gb']:>8.2f}")
+        r["ratio_to_first"] = r["step_s"] / first[r["amp"]]
+        print(f"{r['model']:<18} {r['amp']:<10} {r['loss_terms']:>5} {r['step_s']:>7.2f} {r['ratio_to_first']:>18.2f} "
+              f"{r['forward_s']:>10.2f} {r['backward_s']:>10.2f} {r['update_s']:>9.2f} {r['peak_rss_gb']:>8.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"torch": torch.__version__, "results": results}, indent=2))
+    args.json.write_text(json.dumps({"torch": torch.__version__, "results": results,
+                                     "runs": [r for rs in runs.values() for r in rs]}, indent=2))
 
 
 if __name__ == "__main__":
