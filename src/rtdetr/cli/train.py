@@ -44,7 +44,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                                 help="H W, or one size for square (default: the recipe's eval size)")
         elif f.name == "losses":
             parser.add_argument(flag, nargs="+", default=default, metavar="NAME",
-                                help="criterion losses by name: vfl boxes (default: the recipe's)")
+                                help="criterion losses by name: vfl or mal, boxes, local (default: the recipe's)")
         elif f.name == "resume":
             parser.add_argument(flag, type=_parse_resume, nargs="?", const=True, default=False,
                                 help="resume the run folder's last.pt, or a given last.pt")

@@ -82,13 +82,7 @@ class CheckpointMixin:
         path = self._stage1_path()
         if path.is_file():
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            unwrap(self.model).load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.ema is not None and "ema" in ckpt:
-                self.ema.load_state_dict(ckpt["ema"])
-            if self.scaler is not None and ckpt.get("scaler"):
-                self.scaler.load_state_dict(ckpt["scaler"])
-            self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
+            self._load_training_state(ckpt)
             what = f"the best state so far (epoch {ckpt['epoch'] + 1}) reloaded"
         else:
             what = "no stage-1 state to reload (nothing validated before), going on"
@@ -97,6 +91,16 @@ class CheckpointMixin:
         if dist.is_main():
             decay_now = f", EMA decay {self.ema.decay:.4f}" if self.ema is not None else ""
             print(f"EMA restart at epoch {self.state['epoch'] + 1}: {what}{decay_now}")
+
+    def _load_training_state(self, ckpt: dict) -> None:
+        """Model, optimizer, EMA, grad scaler and extra modules from a `last.pt` / `best_stage1.pt`."""
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
 
     def best_result(self) -> EvalResult | None:
         path = self.run_dir / "weights" / "best.pt"
@@ -117,13 +121,7 @@ class CheckpointMixin:
         if "trainer" not in ckpt or "optimizer" not in ckpt:
             raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/trainer state); "
                                   f"use weights= to start a new run from it")
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.ema is not None and "ema" in ckpt:
-            self.ema.load_state_dict(ckpt["ema"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
+        self._load_training_state(ckpt)
         self.state.update(ckpt["trainer"])
         if self.cfg.time is None:  # only a time budget's plan outlives the run; else --epochs decides
             self.state["epochs"] = self.cfg.epochs
