@@ -8,7 +8,7 @@ import torch
 import rtdetr
 from rtdetr.models.weights import normalise_keys
 from rtdetr.models.zoo import ZOO
-from tests.recipe import OFFICIAL, load_reference
+from tests.recipe import OFFICIAL, OFFICIAL_V4, load_reference
 
 OFFICIAL_NAMES = {
     "rtdetr_r18vd", "rtdetr_r34vd", "rtdetr_r50vd_m", "rtdetr_r50vd", "rtdetr_r101vd",
@@ -16,6 +16,9 @@ OFFICIAL_NAMES = {
     "rtdetrv2_hgnetv2_l", "rtdetrv2_hgnetv2_x", "rtdetrv2_hgnetv2_h",
     "rtdetrv2_r18vd_sp1", "rtdetrv2_r18vd_sp2", "rtdetrv2_r18vd_sp3",
     "rtdetrv2_r18vd_dsp", "rtdetrv2_r34vd_dsp", "rtdetrv2_r50vd_m_dsp", "rtdetrv2_r50vd_dsp",
+    *(f"{family}_hgnetv2_{size}" for family in ("dfine", "deim") for size in "nsmlx"),
+    *(f"rtv4_hgnetv2_{size}" for size in "smlx"),
+    *(f"deim_rtv2_{depth}" for depth in ("r18vd", "r34vd", "r50vd_m", "r50vd", "r101vd")),
 }
 
 
@@ -57,7 +60,7 @@ def test_sampling_point_variants(points):
 
 
 def test_every_fixture_model_is_in_the_zoo():
-    assert {p.name.removesuffix(".json") for p in OFFICIAL.glob("*.json")} <= set(ZOO)
+    assert {p.name.removesuffix(".json") for p in (*OFFICIAL.glob("*.json"), *OFFICIAL_V4.glob("*.json"))} <= set(ZOO)
 
 
 def test_unknown_name_lists_the_known_ones():

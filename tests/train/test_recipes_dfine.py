@@ -233,8 +233,9 @@ def test_options_the_run_cannot_follow_are_one_line_errors():
 
 
 def test_the_run_builds_its_pieces_from_the_recipe(data, tmp_path):
+    # No ImageNet backbone: the recipe asks for one, which would be a download (tested in test_pretrained).
     trainer = Trainer(TrainConfig(data=str(data), model="deim_hgnetv2_s", batch=2, imgsz=(64, 64), workers=0,
-                                  project=str(tmp_path), name="run"))
+                                  pretrained_backbone=False, project=str(tmp_path), name="run"))
     trainer.setup()
     s = trainer.schedule
     assert (s.kind, s.warmup_shape, s.warmup_steps, s.gamma, s.flat_epochs, s.no_aug_epochs, s.epochs) == \
