@@ -12,6 +12,7 @@ from rtdetr.models.weights import load_weights, normalise_keys
 from rtdetr.train import HungarianMatcher, RTDETRCriterion
 from rtdetr.train.recipes import get_recipe
 from rtdetr.train.trainer import train
+from tests.nn.test_official_parity import match_queries as set_distance
 from tests.recipe import OFFICIAL_V4, load_reference, recipe_image, recipe_state_dict
 
 
@@ -65,13 +66,23 @@ def test_training_forward_and_losses_match_official():
     out = net(x, targets=ref["targets"])
     losses = criterion(out, ref["targets"])
 
+    # Queries as a set, per image (near-tied encoder scores may swap two selected queries from one
+    # CPU's kernels to another's), each query's logits, box, edge logits and pre-box together;
+    # the denoising queries come in a fixed order. Float32 rounding alone is large here (train-mode
+    # batch norms on these weights): the fixture lies 2.2e-4 from the float64 result of the same
+    # model and input, ours 2.1e-4 (AVX-512 kernels) to 2.7e-4 (AVX2); two float32 results may be
+    # twice that apart, on opposite sides, so the bound is 1e-3 (measured 2e-5 / 3e-4 from the fixture).
+    def rows(o: dict, image: int) -> torch.Tensor:
+        return torch.cat([o["pred_logits"][image], o["pred_boxes"][image], o["pred_corners"][image],
+                          o["pre_boxes"][image]], dim=1).detach()
+
     ours = {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"], "pred_corners": out["pred_corners"],
-            "pre_boxes": out["pre_outputs"]["pred_boxes"], "dn_pre_boxes": out["dn_pre_outputs"]["pred_boxes"]}
-    for key, expected in ref["outputs"].items():
-        # Train-mode batch norms sum in another order than the official code: measured 9e-5 at most
-        # (logits up to 4, corners), so 3e-4 leaves a 3x margin for other CPUs' kernels.
-        torch.testing.assert_close(ours[key].detach(), expected, rtol=0, atol=3e-4, msg=key)
+            "pre_boxes": out["pre_outputs"]["pred_boxes"]}
+    for image in range(2):
+        assert set_distance(rows(ref["outputs"], image), rows(ours, image)) < 1e-3
+    torch.testing.assert_close(out["dn_pre_outputs"]["pred_boxes"].detach(), ref["outputs"]["dn_pre_boxes"],
+                               rtol=0, atol=1e-3)
     assert sorted(losses) == sorted(ref["losses"]) and len(losses) == 37
     for key, expected in ref["losses"].items():
-        # Measured 1e-5 relative at most (the same rounding, summed over the matched pairs).
-        torch.testing.assert_close(losses[key].detach(), expected, rtol=1e-4, atol=1e-5, msg=key)
+        # Measured 1e-5 (AVX-512 kernels) and 5.9e-5 (AVX2) relative at most: 3e-4 leaves a 5x margin.
+        torch.testing.assert_close(losses[key].detach(), expected, rtol=3e-4, atol=1e-5, msg=key)
