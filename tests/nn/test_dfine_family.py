@@ -10,8 +10,11 @@ import rtdetr
 from rtdetr.core.errors import CheckpointError
 from rtdetr.core.hub import WeightsDownloadError
 from rtdetr.models import zoo
-from rtdetr.models.weights import resolve_weights
-from tests.recipe import load_reference, recipe_image, recipe_state_dict
+from rtdetr.core.coco_names import COCO_CATEGORY_IDS
+from rtdetr.models.postprocess import postprocess
+from rtdetr.models.weights import load_weights, normalise_keys, resolve_weights
+from tests.nn.test_official_parity import TOL, match_queries
+from tests.recipe import OFFICIAL_V4, load_reference, recipe_image, recipe_state_dict
 
 # (parameters, official state-dict entries) of the official models, counted on the official code
 # (D-FINE N in the D-FINE repository, every other in the RT-DETRv4 repository). The entries include
@@ -153,3 +156,22 @@ def test_n_model_has_two_levels():
     model = rtdetr.create_model("dfine_hgnetv2_n")
     assert model.backbone.out_strides == [16, 32] and model.encoder.use_encoder_idx == [1]
     assert model.decoder.feat_strides == [16, 32]
+
+
+def test_rectangular_input_matches_official():
+    """D-FINE-S at 320x480 against the official model built for that size (`eval_spatial_size`
+    [320, 480]: its anchors, valid mask and position embedding at that size, in the official
+    layout), queries as a set within the parity tolerance, and its post-processed detections."""
+    file_sd = _recipe_file_content("dfine_hgnetv2_s")
+    model = rtdetr.create_model("dfine_hgnetv2_s").eval()
+    load_weights(model, normalise_keys(file_sd), "recipe", "dfine_hgnetv2_s")
+    with torch.no_grad():
+        out = model(recipe_image(0, 320, 480))
+    expected = torch.load(OFFICIAL_V4 / "dfine_hgnetv2_s_320x480.outputs.pt", weights_only=True)
+    ours = torch.cat([out["pred_logits"][0], out["pred_boxes"][0]], 1)
+    theirs = torch.cat([expected["pred_logits"][0], expected["pred_boxes"][0]], 1)
+    assert match_queries(theirs, ours) < TOL
+    det = postprocess(out, torch.tensor([[1280, 640]]), category_ids=COCO_CATEGORY_IDS)[0]
+    rows = lambda d: torch.cat([d["labels"][:, None].double() * 10, d["scores"][:, None] * 1e3,  # noqa: E731
+                                d["boxes"] / 1280], 1)
+    assert match_queries(rows(expected), rows(det)) < TOL * 1e3
