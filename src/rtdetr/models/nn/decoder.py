@@ -48,6 +48,7 @@ class _Decoding:
         self.ref = ref_unact.sigmoid()        # the attention reference boxes (detached)
         self.prev_boxes = None                # box refinement: layer i-1's boxes, with gradient
         self.initial = None                   # distribution refinement: the boxes every layer decodes from
+        self.bins = None                      # distribution refinement: W(0..reg_max), the same for every layer
         self.corners = 0                      # distribution refinement: edge logits so far, with gradient
         self.prev_target = 0                  # distribution refinement: layer i-1's output, detached
         self.logits, self.boxes, self.all_corners, self.initials = [], [], [], []
@@ -264,17 +265,19 @@ class RTDETRDecoder(nn.Module):
         state.prev_boxes, state.ref = new_ref, new_ref.detach()
 
     def _refine_distribution(self, i: int, target: torch.Tensor, state: _Decoding, collect: bool) -> None:
+        # Layer i's class scores; in training layer 0's also score the pre-box head's boxes.
+        scores = self.dec_score_head[i](target) if collect else None
         if i == 0:
             pre_boxes = torch.sigmoid(self.pre_bbox_head(target) + inverse_sigmoid(state.ref))
             if self.training:
-                state.pre = (self.dec_score_head[0](target), pre_boxes)
+                state.pre = (scores, pre_boxes)
             state.initial = pre_boxes.detach()
+            state.bins = weighting_function(self.cfg.reg_max, self.up, self.reg_scale)
         # Each layer adds to the previous edge logits; its head also sees the previous output.
         corners = self.dec_bbox_head[i](target + state.prev_target) + state.corners
-        weights = weighting_function(self.cfg.reg_max, self.up, self.reg_scale)
-        boxes = distance_to_box(state.initial, integral(corners, weights), self.reg_scale)
+        boxes = distance_to_box(state.initial, integral(corners, state.bins), self.reg_scale)
         if collect:
-            state.logits.append(self.dec_score_head[i](target) + self.decoder.lqe_layers[i](corners))
+            state.logits.append(scores + self.decoder.lqe_layers[i](corners))
             state.boxes.append(boxes)
             state.all_corners.append(corners)
             state.initials.append(state.initial)
@@ -300,15 +303,10 @@ class RTDETRDecoder(nn.Module):
             levels.update(pred_corners=state.all_corners, ref_points=state.initials)
         pre = dict(zip(("pred_logits", "pred_boxes"), state.pre)) if self.distribution else None
         dn_levels = dn_pre = None
-        if dn is not None:
-            split = dn.meta["dn_num_split"]
-            dn_levels, levels = {}, {k: list(v) for k, v in levels.items()}
-            for key, values in list(levels.items()):
-                dn_levels[key], levels[key] = map(list, zip(*(t.split(split, dim=1) for t in values)))
+        if dn is not None:  # the denoising queries come first: split them off every output
+            dn_levels, levels = _split_queries(levels, dn.meta["dn_num_split"])
             if pre is not None:
-                dn_pre, pre = {}, dict(pre)
-                for key, value in list(pre.items()):
-                    dn_pre[key], pre[key] = value.split(split, dim=1)
+                dn_pre, pre = _split_queries(pre, dn.meta["dn_num_split"])
 
         out = {key: values[-1] for key, values in levels.items()}
         out["aux_outputs"] = self._layer_outputs(levels, slice(0, -1))
@@ -332,3 +330,16 @@ class RTDETRDecoder(nn.Module):
             for o in outs:
                 o.update(teacher_corners=levels["pred_corners"][-1], teacher_logits=levels["pred_logits"][-1])
         return outs
+
+
+def _split_queries(outputs: dict, sizes: list[int]) -> tuple[dict, dict]:
+    """{name: tensor [B, D + Q, ...] or a list of them} -> the same dicts of the first D and of
+    the last Q queries (`sizes` = [D, Q])."""
+    parts = [{}, {}]
+    for key, value in outputs.items():
+        if isinstance(value, list):
+            halves = [t.split(sizes, dim=1) for t in value]
+            parts[0][key], parts[1][key] = [h[0] for h in halves], [h[1] for h in halves]
+        else:
+            parts[0][key], parts[1][key] = value.split(sizes, dim=1)
+    return parts[0], parts[1]
