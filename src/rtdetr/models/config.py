@@ -40,8 +40,6 @@ class EncoderConfig:
     official models compute it: on a rectangular map cells get other cells' embeddings) or
     "consistent" (each cell gets the embedding of its own row and column, as on the square maps
     of training); both are the same on square maps (rtdetr.models.nn.position).
-    `distill_dim`: > 0 adds RT-DETRv4's `feature_projector` (Linear hidden_dim -> distill_dim on
-    AIFI's output), used only when training with distillation; inference never runs it.
     """
 
     hidden_dim: int = 256
@@ -56,7 +54,6 @@ class EncoderConfig:
     downsample: str = "conv"
     lateral_act: bool = True
     pos_layout: str = "official"
-    distill_dim: int = 0
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ DFINE_RENAMES = [
     (re.compile(r"\.(stem2[ab])\.conv\.weight$"), r".\1.conv.1.weight"),
 ]
 # Entries a file may lack: counters, and constants the model sets itself (D-FINE's fixed `up` and
-# `reg_scale`, HGNetv2's learnable-affine scale that starts at 1, RT-DETRv4's training-only projector).
+# `reg_scale`, HGNetv2's learnable-affine scale that starts at 1, RT-DETRv4's training-only projector,
+# which `rtdetr.train.distill` takes when a run distils).
 OPTIONAL_KEYS = re.compile(r"\.num_batches_tracked$|\.lab\.scale$|^decoder\.(decoder\.)?(up|reg_scale)$"
                            r"|^encoder\.feature_projector\.")
 TRAINING_ONLY_PREFIX = "encoder.feature_projector."
@@ -125,11 +126,18 @@ def check_compatible(model: nn.Module, sd: dict[str, torch.Tensor], path: str | 
 
 def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:
     """Check, then copy `sd` into `model` (cast to the model's dtypes). An RT-DETRv4 file's
-    distillation projector is left out when the architecture has none (DEIM's is the same model)."""
+    distillation projector is left out: it is training-only (`projector_state` gives it to a
+    distilling run), so RT-DETRv4 and DEIM files load into the same architecture."""
     own = model.state_dict()
     sd = {k: v for k, v in sd.items() if k in own or not k.startswith(TRAINING_ONLY_PREFIX)}
     check_compatible(model, sd, path, arch)
     model.load_state_dict(sd, strict=False)
+
+
+def projector_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The training-only distillation projector of an RT-DETRv4 file, keyed as an
+    `nn.Sequential(nn.Linear)` ("0.weight", "0.bias"); {} when the file has none."""
+    return {k[len(TRAINING_ONLY_PREFIX):]: v for k, v in sd.items() if k.startswith(TRAINING_ONLY_PREFIX)}
 
 
 def num_classes_of(sd: dict[str, torch.Tensor]) -> int | None:

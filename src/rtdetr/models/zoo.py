@@ -88,7 +88,8 @@ def _dfine_config(name: str, version: str, size: str) -> ModelConfig:
 
     They share the architecture. DEIM and RT-DETRv4 use SiLU in the decoder's FFN and MLPs
     (D-FINE ReLU) and train every backbone layer with live batch norms (D-FINE L/X freeze the
-    stem and every norm); RT-DETRv4 adds the training-only distillation projector."""
+    stem and every norm). RT-DETRv4's distillation projector is training-only: it lives in the
+    trainer (`rtdetr.train.distill`), not in the model."""
     bb, lab, idx, enc_h, enc_ffn, expansion, depth, dec_h, dec_ffn, layers, points, reg_scale = DFINE_SIZES[size]
     frozen = version == "dfine" and size in ("l", "x")
     act = "relu" if version == "dfine" else "silu"
@@ -98,8 +99,7 @@ def _dfine_config(name: str, version: str, size: str) -> ModelConfig:
         backbone=BackboneConfig(f"hgnetv2_{bb}", freeze_at=0 if frozen else -1, freeze_norm=frozen, use_lab=lab,
                                 return_idx=idx),
         encoder=EncoderConfig(hidden_dim=enc_h, dim_feedforward=enc_ffn, expansion=expansion, depth_mult=depth,
-                              fusion_block="elan", downsample="scdown", lateral_act=False,
-                              distill_dim=768 if version == "rtv4" else 0),
+                              fusion_block="elan", downsample="scdown", lateral_act=False),
         decoder=DecoderConfig(hidden_dim=dec_h, dim_feedforward=dec_ffn, num_layers=layers, num_points=points,
                               clamp_before_norm=True, refinement="distribution", reg_max=32, reg_scale=reg_scale,
                               value_proj=False, gate=True, activation=act, mlp_act=act, query_pos_clamp=10.0,

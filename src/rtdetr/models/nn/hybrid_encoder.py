@@ -89,9 +89,6 @@ class HybridEncoder(nn.Module):
         self.encoder = nn.ModuleList(
             TransformerEncoder(layer, cfg.num_encoder_layers) for _ in self.use_encoder_idx)
 
-        if cfg.distill_dim > 0:
-            self.feature_projector = nn.Sequential(nn.Linear(hd, cfg.distill_dim))
-
         num_blocks = round(3 * cfg.depth_mult)
         n = len(in_channels)
         lateral_act = act if cfg.lateral_act else None
@@ -136,11 +133,12 @@ class HybridEncoder(nn.Module):
             raise size_mismatch(self.fixed_hw, f"a {h}x{w} map at stride {self.feat_strides[self.use_encoder_idx[k]]}")
         return encoder.pos_embed
 
-    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    def attend(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The input projections, then AIFI on its level(s): [B, hidden_dim, H/s, W/s] per level.
+        The AIFI output (F5 of the stride-32 level) is what RT-DETRv4's distillation teaches."""
         if len(feats) != len(self.in_channels):
             raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(feats)}")
         proj = [p(f) for p, f in zip(self.input_proj, feats)]
-
         for k, (encoder, idx) in enumerate(zip(self.encoder, self.use_encoder_idx)):
             b, c, h, w = proj[idx].shape
             tokens = proj[idx].flatten(2).permute(0, 2, 1)  # [B, h*w, C]
@@ -148,6 +146,10 @@ class HybridEncoder(nn.Module):
             # [B, h*w, C] viewed as [B, C, h, w] is channels-last already: NCHW needs a copy.
             memory = memory.permute(0, 2, 1).reshape(b, c, h, w)
             proj[idx] = memory if self.channels_last else memory.contiguous()
+        return proj
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        proj = self.attend(feats)
 
         # CCFF, top-down: each lateral conv output replaces its map among the inner outputs.
         n = len(proj)
