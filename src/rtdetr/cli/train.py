@@ -76,6 +76,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_distill(args: argparse.Namespace) -> int:
+    from rtdetr.train.tune_distill import report_table, tune_distill
+    report = tune_distill(config_from_args(args), args.grid)
+    print(report_table(report))
+    print(f"wrote {args.project}/{args.name}.json")
+    return 0
+
+
 def cmd_val(args: argparse.Namespace) -> int:
     from rtdetr.api import val
     imgsz = None if args.imgsz is None else args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
@@ -95,6 +103,14 @@ def add_train_commands(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_options(p)
     p.set_defaults(func=cmd_train)
+
+    from rtdetr.train.tune_distill import __doc__ as tune_doc
+    p = sub.add_parser("tune-distill", help="measure GAM's band: one run per static distillation weight",
+                       description=tune_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_options(p)
+    p.add_argument("--grid", type=float, nargs="+", default=[1.0, 5.0, 20.0], metavar="WEIGHT",
+                   help="the static distillation weights to try (default %(default)s)")
+    p.set_defaults(func=cmd_tune_distill, name="tune_distill")
 
     p = sub.add_parser("val", help="COCO metrics of a checkpoint or an exported model on a data set split")
     p.add_argument("--weights", required=True,

@@ -59,6 +59,24 @@ def mean_over_processes(values: dict[str, float], device: torch.device) -> dict[
     return {k: v / world_size() for k, v in zip(keys, t.tolist())}
 
 
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Average the gradients of parameters that DDP does not wrap (a run's extra modules) over the
+    processes, so that they step alike everywhere; a missing gradient counts as zeros."""
+    if not dist.is_initialized() or dist.get_world_size() == 1 or not params:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
 def all_gather(obj) -> list:
     """Every process's `obj` (picklable), in rank order, on every process; `[obj]` in a single process.
     With NCCL, `torch.cuda.set_device` must have been called first (`init_distributed` does)."""

@@ -24,3 +24,4 @@ class DetectorOutput(TypedDict, total=False):
     enc_meta: dict                      # training: {'class_agnostic': bool}
     dn_aux_outputs: list[LayerOutput]   # training with targets: the denoising queries, per decoder layer
     dn_meta: dict                       # training with targets: {'dn_positive_idx', 'dn_num_group', 'dn_num_split'}
+    aifi: torch.Tensor                  # training: AIFI's output F5 [B, C, H/32, W/32] (the stride-32 map)

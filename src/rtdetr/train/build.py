@@ -15,7 +15,7 @@ from rtdetr.models.config import ModelConfig
 from rtdetr.models.nn.detector import RTDETR
 from rtdetr.models.pretrained import PRETRAINED_BACKBONES
 from rtdetr.models.weights import (check_compatible, extract_state_dict, load_weights, num_classes_of,
-                                   read_checkpoint, resolve_weights)
+                                   projector_state, read_checkpoint, resolve_weights)
 from rtdetr.train.config import TrainConfig
 from rtdetr.train.finetune import adapt_class_layers
 from rtdetr.train.recipes import TrainRecipe, build_param_groups
@@ -37,6 +37,23 @@ def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str]) -> 
     ckpt = read_checkpoint(path)
     meta = ckpt.get("rtdetr") if isinstance(ckpt.get("rtdetr"), dict) else {}
     return load_for_classes(model, extract_state_dict(ckpt, path), meta.get("class_names"), class_names, path)
+
+
+def load_projector(cfg: TrainConfig, projector: nn.Module) -> bool:
+    """Start a distilling run's projector from the `cfg.weights` file's own (RT-DETRv4 releases
+    keep theirs, `encoder.feature_projector.0`); True if it did. A file without one, or with one of
+    other widths (another teacher), leaves the projector random, and says so."""
+    path = resolve_weights(cfg.model if cfg.weights == "official" else cfg.weights)
+    state = projector_state(extract_state_dict(read_checkpoint(path), path))
+    own = projector.state_dict()
+    fits = bool(state) and state.keys() == own.keys() and all(state[k].shape == own[k].shape for k in own)
+    if fits:
+        projector.load_state_dict(state)
+    if dist.is_main() and state:
+        theirs, ours = (tuple(sd["0.weight"].shape[::-1]) for sd in (state, own))
+        print(f"distillation projector {ours[0]} -> {ours[1]}: " + ("from " if fits else f"random, as {path}'s "
+              f"({theirs[0]} -> {theirs[1]}) does not fit; not from ") + str(path))
+    return fits
 
 
 def load_for_classes(model: RTDETR, sd: dict, old_names: list[str] | None, class_names: list[str],

@@ -31,6 +31,7 @@ class CheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "extra_modules": self.extra_modules.state_dict(),
+            "extra_losses": self._extra_loss_states(),
             "trainer": dict(self.state),
             "rng": rng_state(),
             "train_config": self.cfg.to_dict(),
@@ -102,6 +103,19 @@ class CheckpointMixin:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
 
+    def _extra_loss_states(self) -> dict[str, dict]:
+        """The state of each extra loss that keeps one (e.g. the distillation weight), by position."""
+        return {str(i): fn.state_dict() for i, fn in enumerate(self.extra_losses) if hasattr(fn, "state_dict")}
+
+    def _load_extra_loss_states(self, states: dict, path: Path) -> None:
+        for i, fn in enumerate(self.extra_losses):
+            if hasattr(fn, "load_state_dict"):
+                if str(i) not in states:
+                    raise CheckpointError(f"{path}: has no state for extra loss {i} "
+                                          f"({getattr(fn, '__name__', type(fn).__name__)}): resume it with the "
+                                          f"options it was started with")
+                fn.load_state_dict(states[str(i)])
+
     def best_result(self) -> EvalResult | None:
         path = self.run_dir / "weights" / "best.pt"
         if not path.exists():
@@ -122,6 +136,7 @@ class CheckpointMixin:
             raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/trainer state); "
                                   f"use weights= to start a new run from it")
         self._load_training_state(ckpt)
+        self._load_extra_loss_states(ckpt.get("extra_losses", {}), path)
         self.state.update(ckpt["trainer"])
         if self.cfg.time is None:  # only a time budget's plan outlives the run; else --epochs decides
             self.state["epochs"] = self.cfg.epochs

@@ -70,6 +70,16 @@ class TrainConfig:
     resume:          True resumes the run folder's last.pt; a path resumes that file
     save_period_steps: also write last.pt every N optimiser steps (0: at epoch ends only)
     max_steps:       stop after this many optimiser steps in total (a budget; also for tests)
+    teacher:         distil from this frozen teacher (RT-DETRv4, `rtdetr.train.distill`): a known
+                     name (dinov3_vitb16, dinov2_vitb14, ...: a local folder, never downloaded),
+                     a Hugging Face model folder, "timm:ARCH:FILE", a TorchScript file, or a
+                     detector of ours (its checkpoint or zoo name: its AIFI output); training
+                     only. None: no distillation
+    distill_weight:  the distillation loss's initial weight lambda (recipe: RT-DETRv4's per size)
+    gam:             adapt lambda each epoch (Gradient-guided Adaptive Modulation); False: static
+    gam_rho, gam_delta: the band of AIFI's share of the gradient, in %, GAM keeps lambda in
+    distill_default_weight: GAM's lambda where the band cannot steer (no AIFI gradient; the
+                     epochs from `multiscale_stop_epoch` on)
     time:            a training budget in hours (Ultralytics' `time`), validation included:
                      after each epoch the number of epochs is planned anew from the mean epoch
                      time so that the run ends within it, and the lr schedule follows the plan;
@@ -130,6 +140,12 @@ class TrainConfig:
     save_period_steps: int = 0
     max_steps: int | None = None
     time: float | None = None
+    teacher: str | None = None
+    distill_weight: float | None = None
+    gam: bool = True
+    gam_rho: float | None = None
+    gam_delta: float | None = None
+    distill_default_weight: float | None = None
     class_names: list[str] | None = field(default=None, repr=False)
 
     @classmethod

@@ -11,8 +11,9 @@ EPOCH_COLUMNS = ["epoch", "loss", "loss_vfl", "loss_bbox", "loss_giou", "lr", "a
 class RunLogger:
     """Only the main process creates one."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, extra_columns: list[str] | None = None):
         self.run_dir = run_dir
+        self.columns = EPOCH_COLUMNS + list(extra_columns or [])
         self.csv_path = run_dir / "results.csv"
         self.writer = None
         if tensorboard:
@@ -31,7 +32,7 @@ class RunLogger:
         """Append a row to results.csv (header written once) and redraw the curves."""
         new = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -106,6 +106,12 @@ class TrainRecipe:
     stage 2 is a search over the EMA decay (each retry of the best stage-1 state averages
     more briefly), which an unchanged decay would not search. So runs of these recipes
     differ from the published ones from `scales_stop_epoch` on (X: decay 0.9998 there).
+
+    Distillation (`rtdetr.train.distill`, used when a run has a teacher): `distill_weight`, the
+    initial lambda; `distill_default_weight`, GAM's fallback lambda; `gam_rho`, `gam_delta`, the
+    band of AIFI's gradient share in % (`rtdetr.train.gam`). The defaults are RT-DETRv4-S's; the
+    RT-DETRv4 recipes carry their own per size. For another architecture or data set the band is
+    best measured: `rtdetr tune-distill`.
     """
 
     epochs: int = 72
@@ -144,6 +150,10 @@ class TrainRecipe:
     mixup_epochs: tuple[int, int] | None = None
     mixup_prob: float = 0.0
     ema_restart_decay: float | None = None
+    distill_weight: float = 5.0
+    distill_default_weight: float = 20.0
+    gam_rho: float = 11.0
+    gam_delta: float = 1.0
 
     @property
     def config_url(self) -> str:

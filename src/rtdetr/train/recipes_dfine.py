@@ -169,10 +169,20 @@ def _dense_o2o(base: dict, epochs, lr, wd, groups, flat, no_aug, policy, config:
                 scales_stop_epoch=e2, config=config)
 
 
+# RT-DETRv4's distillation per size (`rtv4/rtv4_hgnetv2_*_coco.yml`): the initial `loss_distill`
+# weight, `distill_adaptive_params` default_weight, rho and delta (in % of the gradient).
+_RTV4_DISTILL: dict[str, tuple[float, float, float, float]] = {
+    "s": (5.0, 20.0, 11.0, 1.0), "m": (5.0, 15.0, 3.5, 0.25), "l": (15.0, 15.0, 2.0, 0.1), "x": (20.0, 20.0, 2.0, 0.25),
+}
+
+
 def _deim(size: str, family: str = "deim") -> dict[str, Any]:
-    """DEIM-D-FINE or RT-DETRv4 (`family` "rtv4"): the same values over the D-FINE config."""
+    """DEIM-D-FINE or RT-DETRv4 (`family` "rtv4"): the same values over the D-FINE config,
+    RT-DETRv4 adding its distillation settings."""
     recipe = _dense_o2o(dict(_dfine(size), **_DEIM), *_DEIM_SIZES[size],
                         config=f"{family}/{family}_hgnetv2_{size}_coco.yml")
+    if family == "rtv4":
+        recipe.update(zip(("distill_weight", "distill_default_weight", "gam_rho", "gam_delta"), _RTV4_DISTILL[size]))
     if size == "n":  # DEIM-N keeps D-FINE-N's lr_gamma 1 (and has no multi-scale)
         recipe["lr_gamma"] = 1.0
     return recipe

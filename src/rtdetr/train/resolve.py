@@ -50,6 +50,10 @@ RECIPE_FIELDS: dict[str, Callable[[TrainRecipe], Any]] = {
     "mosaic_prob": lambda r: r.mosaic_prob,
     "mixup_epochs": lambda r: r.mixup_epochs,
     "mixup_prob": lambda r: r.mixup_prob,
+    "distill_weight": lambda r: r.distill_weight,
+    "distill_default_weight": lambda r: r.distill_default_weight,
+    "gam_rho": lambda r: r.gam_rho,
+    "gam_delta": lambda r: r.gam_delta,
 }
 
 
@@ -152,6 +156,8 @@ def _plain(value):
     """A value as YAML's safe dumper takes it (tuples as lists, dataclasses as dicts)."""
     if isinstance(value, ModelConfig):
         value = value.to_dict()
+    if hasattr(value, "state_dict"):  # a teacher given as a module (Python API): its name
+        value = getattr(value, "name", type(value).__name__)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -31,10 +31,11 @@ from rtdetr.eval import CocoEvaluator, EvalResult
 from rtdetr.eval.validate import evaluate
 from rtdetr.models.nn.detector import RTDETR, build_model, module_of
 from rtdetr.train.build import (freeze_backbone, initial_weights, load_for_classes, load_pretrained_backbone,
-                                make_optimizer, model_config, split_groups)
+                                load_projector, make_optimizer, model_config, split_groups)
 from rtdetr.train.checkpoint import CheckpointMixin
 from rtdetr.train.config import TrainConfig
 from rtdetr.train.criterion import RTDETRCriterion
+from rtdetr.train.distill import PROJECTOR, build_distillation
 from rtdetr.train.ema import ModelEMA, unwrap
 from rtdetr.train.finetune import adapt_class_layers
 from rtdetr.train.loaders import augment_config, make_loaders
@@ -132,6 +133,9 @@ class Trainer(StepMixin, CheckpointMixin):
         if cfg.sync_bn and world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
+        self.distillation = None
+        if cfg.teacher is not None:
+            self._setup_distillation()
         self.extra_modules.to(self.device)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmups) if cfg.ema else None
         self.optimizer = make_optimizer(cfg, self.recipe, self.model, self.extra_modules)
@@ -149,12 +153,28 @@ class Trainer(StepMixin, CheckpointMixin):
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if cfg.resume:
             self._load_resume()
-        self.logger = RunLogger(self.run_dir) if dist.is_main() else None
+        columns = ["distill_share", "distill_weight", "distill_weight_next"] if self.distillation else []
+        self.logger = RunLogger(self.run_dir, extra_columns=columns) if dist.is_main() else None
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "weights").mkdir(exist_ok=True)
             note = "Started from the weights of the model given (Detector.train)." if self.initial_model else None
             (self.run_dir / "args.yaml").write_text(args_yaml(self.resolved, note))
+
+    def _setup_distillation(self) -> None:
+        """The teacher, the projector (an extra module: optimised and checkpointed, never part of
+        the model; an RT-DETRv4 weights file's own projector starts it) and the loss term."""
+        cfg = self.cfg
+        self.distillation, projector = build_distillation(cfg, self.model, self.device)
+        self.extra_modules[PROJECTOR] = projector
+        self.extra_losses.append(self.distillation)
+        if cfg.weights is not None and not cfg.resume:
+            load_projector(cfg, projector)
+        if dist.is_main():
+            gam = self.distillation.gam
+            how = (f"GAM, AIFI gradient share {gam.rho:g} +- {gam.delta:g} %" if gam else "static")
+            print(f"distillation: teacher {self.distillation.teacher.name} ({self.distillation.teacher.dim} "
+                  f"channels), lambda {cfg.distill_weight:g} ({how})")
 
     def _initial_model(self) -> RTDETR:
         """The architecture with its starting weights: the given model's, `weights`, or an
@@ -212,6 +232,9 @@ class Trainer(StepMixin, CheckpointMixin):
             logs = self.train_step(pending)
             pending = []
             logs = dist.mean_over_processes(logs, self.device)
+            for fn in self.extra_losses:
+                if hasattr(fn, "after_step"):
+                    fn.after_step(logs)
             st["global_step"] += 1
             st["step_in_epoch"] += 1
             for k, v in logs.items():
@@ -263,6 +286,10 @@ class Trainer(StepMixin, CheckpointMixin):
         result, which, weights = (None, "", None)
         if (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == st["epochs"]:
             result, which, weights = self.validate()
+        columns = {}
+        for fn in self.extra_losses:  # every process: their state must stay the same everywhere
+            if hasattr(fn, "end_epoch"):
+                columns.update(fn.end_epoch(epoch))
         stop = False
         if result is not None:
             improved, stop = record_validation(st, result.ap, epoch, cfg.min_delta, cfg.patience)
@@ -272,7 +299,10 @@ class Trainer(StepMixin, CheckpointMixin):
         if dist.is_main():
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "weights": which,
                    "time_s": round(time.time() - started, 1), **{k: means.get(k, float("nan")) for k in
-                                                                  ("loss", "loss_vfl", "loss_bbox", "loss_giou")}}
+                                                                  ("loss", "loss_vfl", "loss_bbox", "loss_giou")},
+                   **columns}
+            if self.distillation is not None:
+                print(distill_line(self.distillation))
             if result is not None:
                 row.update({k: getattr(result, k) for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")})
                 print(f"epoch {epoch + 1}: AP50:95 {result.ap:.4f}  AP50 {result.ap50:.4f}  ({which} weights)")
@@ -329,6 +359,13 @@ class Trainer(StepMixin, CheckpointMixin):
             if self.logger is not None:
                 self.logger.close()
         return TrainResult(self.run_dir, self.best_result(), st["best_epoch"], st["epoch"], stopped_early)
+
+
+def distill_line(d) -> str:
+    h = d.history[-1]
+    band = f" (band {d.gam.rho - d.gam.delta:g} to {d.gam.rho + d.gam.delta:g} %)" if d.gam else ""
+    return (f"distillation: AIFI gradient share {h['share']:.3g} %{band}, lambda {h['weight']:.4g} -> "
+            f"{h['next']:.4g} ({h['why']})")
 
 
 def _raise_interrupt(signum, frame):

@@ -30,8 +30,9 @@ class RTDETR(nn.Module):
     H and W may be any multiples of 32. `num_decoder_layers` picks how many decoder
     layers run (the speed/accuracy dial), per call or for good with `set_decoder_layers`.
     In train mode, `targets` (per image {'labels' [n], 'boxes' [n, 4] cx, cy, w, h normalised})
-    add the denoising queries. Pure: configuration in, tensors out; loading, training,
-    prediction and export are the `rtdetr.Detector` facade's.
+    add the denoising queries, and the output holds AIFI's map F5 as `aifi` (for distillation).
+    Pure: configuration in, tensors out; loading, training, prediction and export are the
+    `rtdetr.Detector` facade's.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -63,7 +64,11 @@ class RTDETR(nn.Module):
         h, w = x.shape[-2:]
         if x.ndim != 4 or x.shape[1] != 3 or h % 32 or w % 32:
             raise ValueError(f"expected input [B, 3, H, W] with H and W multiples of 32, got {list(x.shape)}")
-        return self.decoder(self.encoder(self.backbone(x)), num_layers=num_decoder_layers, targets=targets)
+        attended = self.encoder.attend(self.backbone(x))
+        out = self.decoder(self.encoder.ccff(attended), num_layers=num_decoder_layers, targets=targets)
+        if self.training:  # for training-only terms (RT-DETRv4's distillation teaches this map)
+            out["aifi"] = attended[self.encoder.use_encoder_idx[-1]]
+        return out
 
 
 def build_model(cfg: ModelConfig) -> RTDETR:

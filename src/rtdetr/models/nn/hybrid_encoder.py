@@ -149,9 +149,11 @@ class HybridEncoder(nn.Module):
         return proj
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        proj = self.attend(feats)
+        return self.ccff(self.attend(feats))
 
-        # CCFF, top-down: each lateral conv output replaces its map among the inner outputs.
+    def ccff(self, proj: list[torch.Tensor]) -> list[torch.Tensor]:
+        """CCFF on the maps of `attend`: [P3, P4, P5], each [B, hidden_dim, H/s, W/s]."""
+        # Top-down: each lateral conv output replaces its map among the inner outputs.
         n = len(proj)
         inner = [proj[-1]]
         for k, idx in enumerate(range(n - 1, 0, -1)):
