@@ -6,12 +6,14 @@ compared as a set: near-tied encoder scores may legitimately swap two queries' o
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
 import rtdetr
-from rtdetr.models.weights import normalise_keys
+from rtdetr.models.weights import TRAINING_ONLY_PREFIX, normalise_keys
 from rtdetr.core.coco_names import COCO_CATEGORY_IDS
 from rtdetr.models.nn import deformable_attention
 from rtdetr.models.postprocess import postprocess
@@ -116,8 +118,10 @@ def test_outputs_match_official(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", FIXTURE_MODELS)
 def test_state_dict_follows_official_naming(name):
-    """Our keys and shapes are the official ones (v2 names), less the buffers we compute."""
-    manifest = load_reference(name)["state_dict_manifest"]
+    """Our keys and shapes are the official ones (v2 names), less the buffers we compute and
+    RT-DETRv4's training-only projector (the trainer's, `rtdetr.train.distill`)."""
+    manifest = {k: v for k, v in load_reference(name)["state_dict_manifest"].items()
+                if not k.startswith(TRAINING_ONLY_PREFIX)}
     official = normalise_keys({k: torch.empty(shape, device="meta") for k, shape in manifest.items()})
     own = rtdetr.create_model(name).state_dict()
     assert {k: list(v.shape) for k, v in own.items()} == {k: list(v.shape) for k, v in official.items()}
@@ -126,4 +130,6 @@ def test_state_dict_follows_official_naming(name):
 def test_parameter_counts_match_official():
     for name in FIXTURE_MODELS:
         n = sum(p.numel() for p in rtdetr.create_model(name).parameters())
-        assert n == load_reference(name)["num_params"], name
+        projector = sum(math.prod(shape) for k, shape in load_reference(name)["state_dict_manifest"].items()
+                        if k.startswith(TRAINING_ONLY_PREFIX))
+        assert n == load_reference(name)["num_params"] - projector, name

@@ -172,3 +172,28 @@ def test_two_processes_keep_one_lambda(data, teacher_file, tmp_path):
     assert a["distillation"] == b["distillation"]
     assert a["distillation"]["weight"] != SMALL["distill_weight"]  # GAM moved it
     assert all(torch.equal(a["projector"][k], b["projector"][k]) for k in a["projector"])
+
+
+def test_cli_tune_distill_prints_the_share_per_weight(data, teacher_file, tmp_path, capsys):
+    from rtdetr.cli.app import main
+    common = ["--data", str(data), "--model", "demo", "--imgsz", "128", "--batch", "4", "--workers", "0",
+              "--epochs", "1", "--teacher", str(teacher_file), "--project", str(tmp_path)]
+    assert main(["tune-distill", *common, "--grid", "0.5", "50"]) == 0
+    out = capsys.readouterr().out
+    report = __import__("json").loads((tmp_path / "tune_distill.json").read_text())
+    low, high = report["runs"]
+    assert (low["weight"], high["weight"]) == (0.5, 50.0)
+    # The distillation gradient reaches AIFI: a 100x weight raises AIFI's share of the gradient.
+    assert 0 < low["share"] < high["share"]
+    assert report["rho"] == report["best"]["share"] and report["delta"] == pytest.approx(0.1 * report["rho"])
+    assert f"--gam-rho {report['rho']:.3g}" in out and out.count("tune_distill_w") == 2
+    # `rtdetr train` takes the same options; a teacher that is not there is one line, exit code 2.
+    assert main(["train", *common, "--gam-rho", "5", "--gam-delta", "0.5", "--distill-weight", "3",
+                 "--max-steps", "1", "--name", "cli"]) == 0
+    with open(tmp_path / "cli" / "args.yaml") as f:
+        args = f.read()
+    assert "gam_rho: 5.0\n" in args and "distill_weight: 3.0\n" in args and f"teacher: {teacher_file}" in args
+    capsys.readouterr()
+    assert main(["train", *common, "--teacher", str(tmp_path / "missing.pt"), "--name", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.pt" in err and len(err.strip().splitlines()) == 1

@@ -126,12 +126,14 @@ class ModelConfig:
         backbone = dict(d["backbone"])
         if "return_idx" in backbone:
             backbone["return_idx"] = tuple(backbone["return_idx"])
+        # `distill_dim`: earlier checkpoints' field for RT-DETRv4's projector, now the trainer's.
+        encoder = {k: v for k, v in d["encoder"].items() if k != "distill_dim"}
         return cls(
             name=d["name"],
             version=d["version"],
             num_classes=d["num_classes"],
             backbone=BackboneConfig(**backbone),
-            encoder=EncoderConfig(**d["encoder"]),
+            encoder=EncoderConfig(**encoder),
             decoder=DecoderConfig(**dec),
         )
 
