@@ -29,6 +29,13 @@ class ExtraLoss(Protocol):
     is backpropagated, and logged as the criterion's terms are (in the logged `loss`, and as
     TensorBoard `train/<name>`). Names start with 'loss_' and do not repeat a criterion term
     (else a one-line ValueError); {} adds nothing.
+
+    An extra loss may also have (all optional, found by name; `rtdetr.train.distill.Distillation`):
+        after_step(logs)      after each optimiser step, with the step's logs averaged over the
+                              processes (e.g. `grad_share/aifi`)
+        end_epoch(epoch)      after each epoch, in every process; returns {column: float} for
+                              results.csv and TensorBoard (`epoch/<column>`)
+        state_dict(), load_state_dict(state)   kept in last.pt, restored on resume
     """
 
     def __call__(self, ctx: SimpleNamespace) -> dict[str, torch.Tensor]: ...
