@@ -50,6 +50,8 @@ class Distillation:
     teacher: a `rtdetr.train.teachers.Teacher`; weight: the initial lambda; gam: None for a static
     lambda (the share is still measured and logged)."""
 
+    columns = ("distill_share", "distill_weight", "distill_weight_next")  # of results.csv, from end_epoch
+
     def __init__(self, teacher: nn.Module, weight: float, gam: GAMSettings | None = None):
         self.teacher = teacher
         self.weight = float(weight)

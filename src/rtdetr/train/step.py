@@ -34,7 +34,8 @@ class ExtraLoss(Protocol):
         after_step(logs)      after each optimiser step, with the step's logs averaged over the
                               processes (e.g. `grad_share/aifi`)
         end_epoch(epoch)      after each epoch, in every process; returns {column: float} for
-                              results.csv and TensorBoard (`epoch/<column>`)
+                              TensorBoard (`epoch/<column>`) and, for the names in its
+                              `columns` attribute, results.csv
         state_dict(), load_state_dict(state)   kept in last.pt, restored on resume
     """
 

@@ -153,7 +153,7 @@ class Trainer(StepMixin, CheckpointMixin):
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if cfg.resume:
             self._load_resume()
-        columns = ["distill_share", "distill_weight", "distill_weight_next"] if self.distillation else []
+        columns = [c for fn in self.extra_losses for c in getattr(fn, "columns", ())]
         self.logger = RunLogger(self.run_dir, extra_columns=columns) if dist.is_main() else None
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
