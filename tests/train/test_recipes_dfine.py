@@ -250,3 +250,14 @@ def test_the_run_builds_its_pieces_from_the_recipe(data, tmp_path):
     assert trainer.ema.warmups == 1000 and trainer.cfg.ema_restart_epoch == 120
     lrs = sorted({g["lr"] for g in trainer.optimizer.param_groups})
     assert lrs == [2e-4, 4e-4]                                      # backbone, base
+
+
+@pytest.mark.parametrize("size, weight, default, rho, delta", [
+    # rtv4/rtv4_hgnetv2_{s,m,l,x}_coco.yml: weight_dict.loss_distill, distill_adaptive_params.
+    ("s", 5.0, 20.0, 11.0, 1.0), ("m", 5.0, 15.0, 3.5, 0.25), ("l", 15.0, 15.0, 2.0, 0.1), ("x", 20.0, 20.0, 2.0, 0.25),
+])
+def test_rtv4_recipes_carry_the_official_distillation_settings(size, weight, default, rho, delta):
+    r = get_recipe(f"rtv4_hgnetv2_{size}")
+    assert (r.distill_weight, r.distill_default_weight, r.gam_rho, r.gam_delta) == (weight, default, rho, delta)
+    # GAM's stage 2 (the default weight) starts at the collate stop epoch, where multi-scale stops.
+    assert r.scales_stop_epoch == {"s": 120, "m": 90, "l": 50, "x": 50}[size]
