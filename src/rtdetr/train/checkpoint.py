@@ -103,6 +103,17 @@ class CheckpointMixin:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.extra_modules.load_state_dict(ckpt.get("extra_modules", {}))
 
+    def _check_same_extras(self, ckpt: dict, path: Path) -> None:
+        """A run resumes with the extra modules it was started with (a distilled run: its teacher)."""
+        theirs = sorted({k.split(".")[0] for k in ckpt.get("extra_modules", {})})
+        ours = sorted(self.extra_modules.keys())
+        if theirs != ours:
+            def names(n):
+                return ", ".join(n) or "none"
+            hint = " (a distilled run: give its --teacher again)" if "feature_projector" in theirs else ""
+            raise CheckpointError(f"{path}: was trained with extra modules {names(theirs)}, this run has "
+                                  f"{names(ours)}; resume it with the options it was started with{hint}")
+
     def _extra_loss_states(self) -> dict[str, dict]:
         """The state of each extra loss that keeps one (e.g. the distillation weight), by position."""
         return {str(i): fn.state_dict() for i, fn in enumerate(self.extra_losses) if hasattr(fn, "state_dict")}
@@ -135,6 +146,7 @@ class CheckpointMixin:
         if "trainer" not in ckpt or "optimizer" not in ckpt:
             raise CheckpointError(f"{path}: not a training checkpoint (no optimizer/trainer state); "
                                   f"use weights= to start a new run from it")
+        self._check_same_extras(ckpt, path)
         self._load_training_state(ckpt)
         self._load_extra_loss_states(ckpt.get("extra_losses", {}), path)
         self.state.update(ckpt["trainer"])
