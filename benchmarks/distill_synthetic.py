@@ -16,6 +16,7 @@ Prints a table and writes benchmarks/results/distill_synthetic.json.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import time
@@ -38,7 +39,6 @@ def run(cfg: TrainConfig, **kw) -> dict:
            "run_dir": str(result.run_dir)}
     if cfg.teacher or kw.get("teacher"):
         out["share"] = mean_share(result.run_dir / "results.csv")
-        import csv
         with open(result.run_dir / "results.csv", newline="") as f:
             out["weights"] = [float(r["distill_weight"]) for r in csv.DictReader(f)]
     return out
