@@ -64,10 +64,12 @@ class RTDETR(nn.Module):
         h, w = x.shape[-2:]
         if x.ndim != 4 or x.shape[1] != 3 or h % 32 or w % 32:
             raise ValueError(f"expected input [B, 3, H, W] with H and W multiples of 32, got {list(x.shape)}")
-        attended = self.encoder.attend(self.backbone(x))
-        out = self.decoder(self.encoder.ccff(attended), num_layers=num_decoder_layers, targets=targets)
-        if self.training:  # for training-only terms (RT-DETRv4's distillation teaches this map)
-            out["aifi"] = attended[self.encoder.use_encoder_idx[-1]]
+        # The encoder is called as a module (exported graphs name their nodes by module scope).
+        encoded = self.encoder(self.backbone(x), with_aifi=self.training)
+        feats, aifi = encoded if self.training else (encoded, None)
+        out = self.decoder(feats, num_layers=num_decoder_layers, targets=targets)
+        if aifi is not None:  # for training-only terms (RT-DETRv4's distillation teaches this map)
+            out["aifi"] = aifi
         return out
 
 

@@ -148,8 +148,11 @@ class HybridEncoder(nn.Module):
             proj[idx] = memory if self.channels_last else memory.contiguous()
         return proj
 
-    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.ccff(self.attend(feats))
+    def forward(self, feats: list[torch.Tensor], with_aifi: bool = False):
+        """[P3, P4, P5]; with_aifi: ([P3, P4, P5], F5), F5 being AIFI's output (for distillation)."""
+        attended = self.attend(feats)
+        outs = self.ccff(attended)
+        return (outs, attended[self.use_encoder_idx[-1]]) if with_aifi else outs
 
     def ccff(self, proj: list[torch.Tensor]) -> list[torch.Tensor]:
         """CCFF on the maps of `attend`: [P3, P4, P5], each [B, hidden_dim, H/s, W/s]."""
