@@ -27,8 +27,11 @@ def model_config(cfg: TrainConfig, num_classes: int) -> ModelConfig:
     return zoo.get_config(cfg.model, num_classes=num_classes)
 
 
-def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str]) -> list[str]:
+def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str],
+                    projector: dict | None = None) -> list[str]:
     """Load `cfg.weights` into `model`, re-initialising class layers when the classes differ.
+    `projector`, if given, receives the file's training-only distillation projector
+    (`projector_state`) and its path under "path", for a distilling run (the file is read once).
 
     Returns the class names whose score-head rows came from the weights."""
     if cfg.weights is None:
@@ -36,15 +39,16 @@ def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str]) -> 
     path = resolve_weights(cfg.model if cfg.weights == "official" else cfg.weights)
     ckpt = read_checkpoint(path)
     meta = ckpt.get("rtdetr") if isinstance(ckpt.get("rtdetr"), dict) else {}
-    return load_for_classes(model, extract_state_dict(ckpt, path), meta.get("class_names"), class_names, path)
+    sd = extract_state_dict(ckpt, path)
+    if projector is not None:
+        projector.update(state=projector_state(sd), path=path)
+    return load_for_classes(model, sd, meta.get("class_names"), class_names, path)
 
 
-def load_projector(cfg: TrainConfig, projector: nn.Module) -> bool:
-    """Start a distilling run's projector from the `cfg.weights` file's own (RT-DETRv4 releases
+def load_projector(projector: nn.Module, state: dict[str, torch.Tensor], path) -> bool:
+    """Start a distilling run's projector from a weights file's own `state` (RT-DETRv4 releases
     keep theirs, `encoder.feature_projector.0`); True if it did. A file without one, or with one of
     other widths (another teacher), leaves the projector random, and says so."""
-    path = resolve_weights(cfg.model if cfg.weights == "official" else cfg.weights)
-    state = projector_state(extract_state_dict(read_checkpoint(path), path))
     own = projector.state_dict()
     fits = bool(state) and state.keys() == own.keys() and all(state[k].shape == own[k].shape for k in own)
     if fits:

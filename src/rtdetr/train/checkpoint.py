@@ -13,6 +13,7 @@ from rtdetr.core import distributed as dist
 from rtdetr.core.errors import CheckpointError
 from rtdetr.core.io import rng_state, save_atomic, set_rng_state
 from rtdetr.eval import EvalResult
+from rtdetr.train.distill import PROJECTOR
 from rtdetr.train.ema import unwrap
 
 
@@ -110,7 +111,7 @@ class CheckpointMixin:
         if theirs != ours:
             def names(n):
                 return ", ".join(n) or "none"
-            hint = " (a distilled run: give its --teacher again)" if "feature_projector" in theirs else ""
+            hint = " (a distilled run: give its --teacher again)" if PROJECTOR in theirs else ""
             raise CheckpointError(f"{path}: was trained with extra modules {names(theirs)}, this run has "
                                   f"{names(ours)}; resume it with the options it was started with{hint}")
 

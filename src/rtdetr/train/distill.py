@@ -64,8 +64,6 @@ class Distillation:
         f5 = ctx.outputs.get("aifi")
         if f5 is None:
             raise ValueError("distillation needs the detector's training output 'aifi' (AIFI's map F5)")
-        if next(self.teacher.parameters(), f5).device != f5.device:
-            self.teacher.to(f5.device)
         target = self.teacher(ctx.images, tuple(f5.shape[-2:]))
         loss = cosine_distill_loss(f5, target, ctx.extra_modules[PROJECTOR])
         return {"loss_distill": loss * self.weight}

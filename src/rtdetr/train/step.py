@@ -112,13 +112,14 @@ class StepMixin:
         for params in parts.values():
             grads = [p.grad for p in params if p.grad is not None]
             values.append(torch.nn.utils.get_total_norm(grads, 2.0).float() if grads else zero)
-        everything = [p.grad for p in self._trainable() if p.grad is not None]
         aifi_grads = [p.grad for p in parts["aifi"] if p.grad is not None]
-        if everything and aifi_grads:
+        others = [p.grad for p in self._trainable() if p.grad is not None and id(p) not in aifi]
+        if aifi_grads:
             # abs().sum() in float64: float32 L1 vector norms of large tensors drift by ~5e-4.
             def l1(grads):
-                return torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum()
-            values.append((100.0 * l1(aifi_grads) / l1(everything)).float())
+                return torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum() if grads else 0.0
+            aifi_l1 = l1(aifi_grads)
+            values.append((100.0 * aifi_l1 / (aifi_l1 + l1(others))).float())
         else:
             values.append(zero)
         numbers = torch.stack(values).tolist()

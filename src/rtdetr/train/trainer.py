@@ -168,8 +168,8 @@ class Trainer(StepMixin, CheckpointMixin):
         self.distillation, projector = build_distillation(cfg, self.model, self.device)
         self.extra_modules[PROJECTOR] = projector
         self.extra_losses.append(self.distillation)
-        if cfg.weights is not None and not cfg.resume:
-            load_projector(cfg, projector)
+        if self._file_projector.get("state"):
+            load_projector(projector, self._file_projector["state"], self._file_projector["path"])
         if dist.is_main():
             gam = self.distillation.gam
             how = (f"GAM, AIFI gradient share {gam.rho:g} +- {gam.delta:g} %" if gam else "static")
@@ -180,6 +180,7 @@ class Trainer(StepMixin, CheckpointMixin):
         """The architecture with its starting weights: the given model's, `weights`, or an
         ImageNet-pretrained backbone; a resumed run's come from its checkpoint later."""
         cfg = self.cfg
+        self._file_projector: dict = {}  # the weights file's distillation projector, if it has one
         if self.initial_model is not None:  # Detector.train(data=...): start from this model's weights
             start = module_of(self.initial_model)
             model = build_model(start.cfg.with_classes(len(self.class_names)))
@@ -191,7 +192,7 @@ class Trainer(StepMixin, CheckpointMixin):
         if cfg.resume:
             return model
         if cfg.weights is not None:
-            initial_weights(cfg, model, self.class_names)
+            initial_weights(cfg, model, self.class_names, projector=self._file_projector)
         elif cfg.pretrained_backbone:
             path = load_pretrained_backbone(model.backbone, model.cfg.backbone.name)
             if dist.is_main():
