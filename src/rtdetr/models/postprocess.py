@@ -40,3 +40,40 @@ def postprocess(outputs: dict[str, torch.Tensor], orig_sizes_wh: torch.Tensor, n
     if category_ids is not None:
         labels = torch.as_tensor(category_ids, device=labels.device)[labels]
     return [{"labels": l, "boxes": b, "scores": s} for l, b, s in zip(labels, boxes, scores)]
+
+
+def select_mask_queries(mask_queries: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """mask_queries [N, Q, C] (per-query mask embeddings), query [N, K] (the query of each
+    detection, `postprocess_batched`'s index // classes) -> [N, K, C]."""
+    return mask_queries.gather(1, query.unsqueeze(-1).expand(-1, -1, mask_queries.shape[-1]))
+
+
+def mask_logits(queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Mask logits of the given queries: queries [N, K, C], pixel features [N, C, h, w] (1/4 of
+    the network input) -> [N, K, h, w]. A mask is the pixels where the logit is above 0."""
+    return torch.einsum("nkc,nchw->nkhw", queries, features)
+
+
+def paste_masks(logits: torch.Tensor, orig_hw: tuple[int, int], threshold: float = 0.0,
+                boxes_xyxy: torch.Tensor | None = None) -> torch.Tensor:
+    """One picture's mask logits [k, h, w] at 1/4 of the network input -> bool [k, H, W] in the
+    picture's own pixels.
+
+    The logits are upsampled bilinearly before thresholding (thresholding first, then
+    upsampling, gives staircase edges); the network input is the whole picture resized without
+    keeping the aspect ratio, so the map stretches to (H, W) per axis. threshold: on the logit
+    (0: probability 0.5). boxes_xyxy [k, 4] pixels: also clear the pixels outside each box.
+    """
+    h, w = int(orig_hw[0]), int(orig_hw[1])
+    if logits.shape[0] == 0:
+        return torch.zeros((0, h, w), dtype=torch.bool, device=logits.device)
+    up = torch.nn.functional.interpolate(logits[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
+    masks = up > threshold
+    if boxes_xyxy is not None:
+        ys = torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5
+        xs = torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5
+        b = boxes_xyxy.to(logits.device, torch.float32)
+        inside_x = (xs[None] >= b[:, 0:1]) & (xs[None] <= b[:, 2:3])   # [k, W]
+        inside_y = (ys[None] >= b[:, 1:2]) & (ys[None] <= b[:, 3:4])   # [k, H]
+        masks &= inside_y[:, :, None] & inside_x[:, None, :]
+    return masks
