@@ -105,9 +105,19 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class MaskConfig:
+    """Instance masks (rtdetr.models.nn.mask_head): `dim`, the channels of the 1/4-resolution
+    pixel features and of each query's mask embedding; `act`, the pixel decoder's activation."""
+
+    dim: int = 128
+    act: str = "silu"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A whole detector. `version` names the official code base: "v1", "v2", "dfine", "deim" or
-    "rtv4" (the architecture is in the fields; it decides official key names and defaults)."""
+    "rtv4" (the architecture is in the fields; it decides official key names and defaults).
+    `mask`: an instance-mask head on the same detector (None: detection only)."""
 
     name: str = "custom"
     version: str = "v2"
@@ -115,6 +125,12 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    mask: MaskConfig | None = None
+
+    @property
+    def task(self) -> str:
+        """The task: "segment" with a mask head, else "detect"."""
+        return "detect" if self.mask is None else "segment"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +151,7 @@ class ModelConfig:
             backbone=BackboneConfig(**backbone),
             encoder=EncoderConfig(**encoder),
             decoder=DecoderConfig(**dec),
+            mask=MaskConfig(**d["mask"]) if d.get("mask") else None,
         )
 
     def with_classes(self, num_classes: int) -> "ModelConfig":

@@ -25,3 +25,6 @@ class DetectorOutput(TypedDict, total=False):
     dn_aux_outputs: list[LayerOutput]   # training with targets: the denoising queries, per decoder layer
     dn_meta: dict                       # training with targets: {'dn_positive_idx', 'dn_num_group', 'dn_num_split'}
     aifi: torch.Tensor                  # training: AIFI's output F5 [B, C, H/32, W/32] (the stride-32 map)
+    # Segmentation models (a mask head); every level dict of training holds both as well:
+    mask_features: torch.Tensor         # [B, C, H/4, W/4] pixel features
+    mask_queries: torch.Tensor          # [B, Q, C] mask embeddings; masks = einsum(queries, features) > 0

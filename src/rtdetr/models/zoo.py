@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from rtdetr.models.config import BackboneConfig, DecoderConfig, EncoderConfig, ModelConfig
+from rtdetr.models.config import BackboneConfig, DecoderConfig, EncoderConfig, MaskConfig, ModelConfig
 
 RELEASES = "https://github.com/lyuwenyu/storage/releases/download/"
 DFINE_RELEASES = "https://github.com/Peterande/storage/releases/download/dfinev1.0/"
@@ -196,7 +196,23 @@ def _build_zoo() -> dict[str, ZooEntry]:
     add(_deim_rtv2_config("deim_rtv2_r50vd", 50, 6, 1.0), DEIM_RTV2_WEIGHTS["r50vd"])
     add(_deim_rtv2_config("deim_rtv2_r101vd", 101, 6, 1.0, enc_hidden=384, enc_ffn=2048),
         DEIM_RTV2_WEIGHTS["r101vd"])
+
+    # Instance segmentation: the same detectors with a mask head (no released weights: train them,
+    # starting from the detector's own weights, `--weights <detector name>`).
+    for base in SEGMENT_BASES:
+        add(segmentation_config(z[base].config), None)
     return z
+
+
+# The detectors that have a `<name>_seg` sibling in the zoo.
+SEGMENT_BASES = ("rtdetrv2_r18vd", "rtdetrv2_r34vd", "rtdetrv2_r50vd_m", "rtdetrv2_r50vd", "rtdetrv2_r101vd",
+                 *(f"{family}_hgnetv2_{size}" for family in ("dfine", "deim") for size in DFINE_SIZES),
+                 *(f"rtv4_hgnetv2_{size}" for size in DFINE_SIZES if size != "n"))
+
+
+def segmentation_config(cfg: ModelConfig, mask: MaskConfig | None = None) -> ModelConfig:
+    """`cfg` with an instance-mask head, named `<name>_seg`."""
+    return replace(cfg, name=f"{cfg.name}_seg", mask=mask or MaskConfig())
 
 
 # The small RT-DETRv2 of `rtdetr demo`, which learns the synthetic shapes on a CPU in minutes:
@@ -213,6 +229,8 @@ DEMO_MODEL = ModelConfig(
 
 ZOO: dict[str, ZooEntry] = _build_zoo()
 ZOO["demo"] = ZooEntry(DEMO_MODEL, None)  # no released weights
+# The demo's segmentation sibling (`rtdetr demo --task segment`), with narrower mask features.
+ZOO["demo_seg"] = ZooEntry(segmentation_config(DEMO_MODEL, MaskConfig(dim=64)), None)
 
 
 def list_models() -> list[str]:

@@ -13,6 +13,11 @@ Terms, computed on (query, object) pairs, chosen by loss name (`LOSSES`, as DETR
            loss_ddf:  D-FINE's decoupled distillation focal loss, every query's edge
                       distributions against the last decoder layer's ('teacher_corners').
            (`rtdetr.train.distribution_losses`.)
+- "masks"  loss_mask: sigmoid BCE of the matched queries' masks on sampled points;
+           loss_dice: their Dice loss (`rtdetr.train.mask_losses`); on every level whose
+                      outputs carry 'mask_queries' and 'mask_features' (a mask head's: '',
+                      '_aux_i', '_enc_i', '_dn_i'), with the level's own pairs; the targets
+                      then need 'masks' [n, H, W].
 
 Levels and their suffixes:
 
@@ -53,6 +58,7 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
 from rtdetr.models.nn.distribution import weighting_function
 from rtdetr.train.distribution_losses import DDFBalance, ddf_loss, fgl_loss, fgl_targets
+from rtdetr.train.mask_losses import mask_losses
 from rtdetr.train.matcher import HungarianMatcher, Indices
 
 Outputs = dict[str, Any]  # 'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4], optional levels (see module doc)
@@ -61,7 +67,10 @@ Targets = list[dict[str, Tensor]]  # per image: 'labels' int64 [n], 'boxes' [n, 
 DEFAULT_WEIGHTS = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 # Loss name -> the terms it adds (per level).
 LOSSES: dict[str, tuple[str, ...]] = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou"),
-                                      "mal": ("loss_mal",), "local": ("loss_fgl", "loss_ddf")}
+                                      "mal": ("loss_mal",), "local": ("loss_fgl", "loss_ddf"),
+                                      "masks": ("loss_mask", "loss_dice")}
+# RF-DETR-Seg's mask loss weights (and matching costs).
+MASK_WEIGHTS = {"loss_mask": 5.0, "loss_dice": 5.0}
 DEFAULT_LOSSES = ("vfl", "boxes")
 # Level kinds (see module doc) whose terms "local" adds.
 FGL_LEVELS = ("main", "aux", "dn")
@@ -102,12 +111,13 @@ class RTDETRCriterion(nn.Module):
     use_union_set: box and local terms on the union of all matched levels' pairs (module doc);
         the D-FINE / DEIM recipes set it, RT-DETR's do not.
     ddf_temperature: T of the distillation loss (D-FINE: 5).
+    mask_points: points per mask of loss 'masks' (default: one per 4x4 mask-feature cells).
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher,
                  weight_dict: dict[str, float] | None = None, alpha: float = 0.75, gamma: float = 2.0,
                  losses: tuple[str, ...] = DEFAULT_LOSSES, *, use_union_set: bool = False,
-                 ddf_temperature: float = 5.0):
+                 ddf_temperature: float = 5.0, mask_points: int | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -117,6 +127,7 @@ class RTDETRCriterion(nn.Module):
         self.gamma = gamma
         self.use_union_set = use_union_set
         self.ddf_temperature = ddf_temperature
+        self.mask_points = mask_points
 
     def forward(self, outputs: Outputs, targets: Targets) -> dict[str, Tensor]:
         """outputs: the model's training outputs (see module doc); targets: one dict per image.
@@ -139,7 +150,8 @@ class RTDETRCriterion(nn.Module):
 
     def match(self, outputs: Outputs, targets: Targets) -> Indices:
         """The assignment of the last decoder layer: B pairs (query_idx, gt_idx) of int64 tensors."""
-        main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
+        keys = ("pred_logits", "pred_boxes", "mask_queries", "mask_features")
+        main = {key: outputs[key] for key in keys if key in outputs}
         return self.matcher(main, targets)
 
     def levels(self, outputs: Outputs, targets: Targets) -> list[Level]:
@@ -216,6 +228,9 @@ class RTDETRCriterion(nn.Module):
                 local, used_balance = self.loss_local(level, box_pred, box_gt, weights, outputs["reg_scale"],
                                                       balance if level.kind == "dn" else None)
                 terms.update(local)
+            elif loss == "masks" and "mask_queries" in out:
+                terms.update(mask_losses(out["mask_queries"], out["mask_features"], targets, level.indices,
+                                         level.num_boxes, self.mask_points))
         return terms, used_balance
 
     def loss_vfl(self, logits: Tensor, pred: Tensor, gt: Tensor, targets: Targets, indices: Indices,

@@ -12,6 +12,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
+from rtdetr.train.mask_losses import mask_costs
+
 # One (query_idx, gt_idx) pair of int64 tensors of equal length per image.
 Indices = list[tuple[Tensor, Tensor]]
 
@@ -23,10 +25,15 @@ class HungarianMatcher(nn.Module):
 
     cost_class, cost_bbox, cost_giou: weights of the three costs (official: 2, 5, 2).
     alpha, gamma: focal parameters of the class cost (official: 0.25, 2).
+    cost_mask, cost_dice: segmentation models add `cost_mask * BCE + cost_dice * Dice` of the
+        masks on sampled points (`rtdetr.train.mask_losses.mask_costs`; RF-DETR-Seg: 5, 5) for
+        outputs with 'mask_queries' and targets with 'masks'; 0 (the default) leaves them out.
+    mask_points: points per image for the mask costs (default: one per 4x4 feature cells).
     """
 
     def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
-                 alpha: float = 0.25, gamma: float = 2.0):
+                 alpha: float = 0.25, gamma: float = 2.0, cost_mask: float = 0.0, cost_dice: float = 0.0,
+                 mask_points: int | None = None):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("at least one matching cost must be non-zero")
@@ -35,6 +42,9 @@ class HungarianMatcher(nn.Module):
         self.cost_giou = cost_giou
         self.alpha = alpha
         self.gamma = gamma
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.mask_points = mask_points
 
     @torch.no_grad()
     def forward(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> Indices:
@@ -46,12 +56,21 @@ class HungarianMatcher(nn.Module):
         query_idx is sorted ascending. An image with no objects gets two empty tensors.
         """
         indices = []
-        for logits, boxes, target in zip(outputs["pred_logits"], outputs["pred_boxes"], targets):
+        with_masks = (self.cost_mask or self.cost_dice) and "mask_queries" in outputs
+        for b, (logits, boxes, target) in enumerate(zip(outputs["pred_logits"], outputs["pred_boxes"], targets)):
             if len(target["labels"]) == 0:
                 empty = torch.zeros(0, dtype=torch.int64)
                 indices.append((empty, empty.clone()))
                 continue
             cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
+            if with_masks:
+                if "masks" not in target:
+                    raise ValueError("mask matching costs need 'masks' in the targets (a data set loaded with masks=True)")
+                bce, dice = mask_costs(outputs["mask_queries"][b], outputs["mask_features"][b], target["masks"],
+                                       self.mask_points)
+                cost = cost + self.cost_mask * bce + self.cost_dice * dice
+            # Non-finite costs (e.g. overflowing logits) would make the assignment fail.
+            cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
             query_idx, gt_idx = linear_sum_assignment(cost.cpu())
             indices.append((torch.as_tensor(query_idx, dtype=torch.int64),
                             torch.as_tensor(gt_idx, dtype=torch.int64)))

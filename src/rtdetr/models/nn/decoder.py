@@ -52,6 +52,7 @@ class _Decoding:
         self.corners = 0                      # distribution refinement: edge logits so far, with gradient
         self.prev_target = 0                  # distribution refinement: layer i-1's output, detached
         self.logits, self.boxes, self.all_corners, self.initials = [], [], [], []
+        self.queries = []                     # each collected layer's query features (for a mask head)
         self.pre = None                       # (logits, boxes) of the pre-box head
 
 
@@ -116,6 +117,8 @@ class RTDETRDecoder(nn.Module):
         self.register_buffer("anchors", None, persistent=False)
         self.register_buffer("valid_mask", None, persistent=False)
         self.inference_only = False                         # set by `keep_layers`
+        # Also output each layer's query features as 'queries' (a mask head embeds them).
+        self.return_queries = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -183,8 +186,9 @@ class RTDETRDecoder(nn.Module):
     def select_queries(self, memory: torch.Tensor, shapes: list[tuple[int, int]]):
         """Uncertainty-minimal top-k selection over all memory tokens.
 
-        Returns content [B, Q, C] (detached), reference boxes [B, Q, 4] as logits (detached),
-        and the selected encoder logits [B, Q, num_classes] and boxes [B, Q, 4] (for the losses).
+        Returns content [B, Q, C] (not detached: callers detach it for the decoder), reference
+        boxes [B, Q, 4] as logits (detached), and the selected encoder logits [B, Q, num_classes]
+        and boxes [B, Q, 4] (for the losses).
         """
         if memory.shape[1] < self.num_queries:
             raise ValueError(f"input too small: {memory.shape[1]} feature cells for {self.num_queries} queries "
@@ -200,7 +204,7 @@ class RTDETRDecoder(nn.Module):
         # The box head is a per-token MLP, so running it on the Q selected tokens only (300 of
         # 8400 at 640x640) gives the same rows, and the same gradients, as running it on all.
         ref_unact = self.enc_bbox_head(content) + gather(anchors.expand(memory.shape[0], -1, -1))
-        return content.detach(), ref_unact.detach(), gather(enc_logits), ref_unact.sigmoid()
+        return content, ref_unact.detach(), gather(enc_logits), ref_unact.sigmoid()
 
     def keep_layers(self, n: int) -> None:
         """Keep only the first n decoder layers and their heads, and drop the denoising embedding:
@@ -229,8 +233,11 @@ class RTDETRDecoder(nn.Module):
             raise ValueError(f"decoder layers must be in 1..{self.num_layers}, got {run}")
         memory, shapes = self.flatten_levels(feats)
         target, ref_unact, _, _ = self.select_queries(memory, shapes)
-        state = self.decode(target, ref_unact, memory, shapes, run)
-        return {"pred_logits": state.logits[-1], "pred_boxes": state.boxes[-1]}
+        state = self.decode(target.detach(), ref_unact, memory, shapes, run)
+        out = {"pred_logits": state.logits[-1], "pred_boxes": state.boxes[-1]}
+        if self.return_queries:
+            out["queries"] = state.queries[-1]
+        return out
 
     def decode(self, target: torch.Tensor, ref_unact: torch.Tensor, memory: torch.Tensor,
                shapes: list[tuple[int, int]], num_layers: int, attn_mask: torch.Tensor | None = None) -> _Decoding:
@@ -250,7 +257,10 @@ class RTDETRDecoder(nn.Module):
                 target = torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
             else:
                 target = layer(*args)
-            refine(i, target, state, collect=self.training or i == num_layers - 1)
+            collect = self.training or i == num_layers - 1
+            refine(i, target, state, collect=collect)
+            if collect and self.return_queries:
+                state.queries.append(target)
         return state
 
     def _refine_box(self, i: int, target: torch.Tensor, state: _Decoding, collect: bool) -> None:
@@ -288,7 +298,8 @@ class RTDETRDecoder(nn.Module):
             raise RuntimeError(f"this decoder keeps {self.num_layers} layers for inference only (keep_layers); "
                                f"train the original model")
         memory, shapes = self.flatten_levels(feats)
-        target, ref_unact, enc_logits, enc_boxes = self.select_queries(memory, shapes)
+        content, ref_unact, enc_logits, enc_boxes = self.select_queries(memory, shapes)
+        target = content.detach()
         dn = None
         if self.cfg.num_denoising > 0 and targets is not None:
             dn = build_denoising_groups(targets, self.num_classes, self.num_queries, self.denoising_class_embed,
@@ -299,6 +310,8 @@ class RTDETRDecoder(nn.Module):
 
         state = self.decode(target, ref_unact, memory, shapes, self.num_layers, dn.attn_mask if dn else None)
         levels = {"pred_logits": state.logits, "pred_boxes": state.boxes}
+        if self.return_queries:
+            levels["queries"] = state.queries
         if self.distribution:
             levels.update(pred_corners=state.all_corners, ref_points=state.initials)
         pre = dict(zip(("pred_logits", "pred_boxes"), state.pre)) if self.distribution else None
@@ -313,6 +326,8 @@ class RTDETRDecoder(nn.Module):
         if self.distribution:
             out.update(up=self.up, reg_scale=self.reg_scale, pre_outputs=pre)
         out["enc_aux_outputs"] = [{"pred_logits": enc_logits, "pred_boxes": enc_boxes}]
+        if self.return_queries:  # the encoder's proposals are supervised with masks too
+            out["enc_aux_outputs"][0]["queries"] = content
         out["enc_meta"] = {"class_agnostic": False}
         if dn is not None:
             out["dn_aux_outputs"] = self._layer_outputs(dn_levels, slice(None))

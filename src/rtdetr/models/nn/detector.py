@@ -31,6 +31,8 @@ class RTDETR(nn.Module):
     layers run (the speed/accuracy dial), per call or for good with `set_decoder_layers`.
     In train mode, `targets` (per image {'labels' [n], 'boxes' [n, 4] cx, cy, w, h normalised})
     add the denoising queries, and the output holds AIFI's map F5 as `aifi` (for distillation).
+    With a mask head (`cfg.mask`) the output also holds the mask factors, 'mask_features'
+    [B, C, H/4, W/4] and per level 'mask_queries' [B, Q, C] (rtdetr.models.nn.mask_head).
     Pure: configuration in, tensors out; loading, training, prediction and export are the
     `rtdetr.Detector` facade's.
     """
@@ -42,6 +44,12 @@ class RTDETR(nn.Module):
         self.encoder = HybridEncoder(self.backbone.out_channels, self.backbone.out_strides, cfg.encoder)
         self.decoder = RTDETRDecoder(
             cfg.num_classes, cfg.decoder.hidden_dim, self.encoder.out_channels, self.encoder.out_strides, cfg.decoder)
+        self.mask_head = None
+        if cfg.mask is not None:
+            from rtdetr.models.nn.mask_head import MaskHead
+            self.mask_head = MaskHead(self.encoder.out_channels, self.encoder.out_strides, cfg.decoder.hidden_dim,
+                                      cfg.mask)
+            self.decoder.return_queries = True
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +76,8 @@ class RTDETR(nn.Module):
         encoded = self.encoder(self.backbone(x), with_aifi=self.training)
         feats, aifi = encoded if self.training else (encoded, None)
         out = self.decoder(feats, num_layers=num_decoder_layers, targets=targets)
+        if self.mask_head is not None:
+            out = self.mask_head(feats, out)
         if aifi is not None:  # for training-only terms (RT-DETRv4's distillation teaches this map)
             out["aifi"] = aifi
         return out

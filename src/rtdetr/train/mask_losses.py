@@ -1,0 +1,117 @@
+"""Mask losses and mask matching costs, computed on sampled points, never on dense masks.
+
+A query's mask logits are the dot products of its embedding with the pixel features
+(`rtdetr.models.nn.mask_head`). Sampling the features at a point and then taking the dot product
+equals sampling the logit map there (bilinear sampling is linear), so a mask is only ever
+evaluated at P points: [M, C] x [C, M, P] for the M matched queries, never [B, Q, H, W].
+
+- Loss (as PointRend / Mask2Former / RF-DETR-Seg): per matched (query, object) pair, P points:
+  `importance` of them the most uncertain (|logit| smallest) of `oversample` * P random
+  candidates, the rest uniform random. loss_mask is the sigmoid BCE, mean over the points;
+  loss_dice the Dice loss 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1); both summed over the
+  pairs and divided by the object count.
+- Costs (the matcher's): per image, P uniform random points shared by all (query, object) pairs;
+  the same BCE (mean over points) and Dice, for every pair at once.
+
+Points are (x, y) in [0, 1] of the image; features and ground-truth masks are sampled bilinearly
+(`grid_sample`, align_corners=False), so a ground-truth mask of any resolution aligned with the
+network input works (multi-scale batches resize the images, not the masks).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MIN_POINTS = 256  # points per mask at least: tiny inputs still get a usable sample
+
+
+def num_points(height: int, width: int) -> int:
+    """Points per mask for pixel features of height x width: one per 4x4 cells (RF-DETR-Seg's
+    H*W/16), at least MIN_POINTS."""
+    return max(MIN_POINTS, (int(height) * int(width)) // 16)
+
+
+def sample(maps: Tensor, coords: Tensor) -> Tensor:
+    """maps [N, C, h, w], coords [N, P, 2] (x, y in [0, 1]) -> [N, C, P] (bilinear, zeros outside)."""
+    grid = coords.to(maps.dtype).mul(2).sub(1).unsqueeze(2)  # [N, P, 1, 2] in [-1, 1]
+    return F.grid_sample(maps, grid, mode="bilinear", align_corners=False)[..., 0]
+
+
+def point_logits(features: Tensor, queries: Tensor, coords: Tensor) -> Tensor:
+    """One image: features [C, h, w], queries [m, C], coords [m, P, 2] (each query its own
+    points) -> logits [m, P]."""
+    sampled = sample(features[None], coords.reshape(1, -1, 2))[0]          # [C, m * P]
+    sampled = sampled.reshape(features.shape[0], coords.shape[0], coords.shape[1])
+    return torch.einsum("cmp,mc->mp", sampled, queries)
+
+
+def point_targets(masks: Tensor, coords: Tensor) -> Tensor:
+    """Ground-truth masks [m, H, W] (bool / uint8 / float), coords [m, P, 2] -> [m, P] in [0, 1]."""
+    return sample(masks[:, None].float(), coords.float())[:, 0]
+
+
+@torch.no_grad()
+def uncertain_coords(features: Tensor, queries: Tensor, points: int, oversample: float = 3.0,
+                     importance: float = 0.75) -> Tensor:
+    """Per query [m, C], `points` coords [m, P, 2]: round(importance * P) of them the most
+    uncertain of round(oversample * P) uniform candidates, the others uniform."""
+    m = queries.shape[0]
+    candidates = torch.rand(m, max(points, round(oversample * points)), 2, device=features.device)
+    uncertainty = -point_logits(features, queries, candidates).abs()
+    k = min(points, round(importance * points))
+    picked = candidates.gather(1, uncertainty.topk(k, dim=1).indices[..., None].expand(-1, -1, 2))
+    uniform = torch.rand(m, points - k, 2, device=features.device)
+    return torch.cat([picked, uniform], 1)
+
+
+def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """logits, targets [M, P] -> [M]: 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1), p = sigmoid."""
+    p = logits.sigmoid()
+    return 1 - (2 * (p * targets).sum(-1) + 1) / (p.sum(-1) + targets.sum(-1) + 1)
+
+
+def mask_losses(mask_queries: Tensor, mask_features: Tensor, targets: list[dict], indices, num_boxes: float,
+                points: int | None = None, oversample: float = 3.0, importance: float = 0.75) -> dict[str, Tensor]:
+    """{'loss_mask', 'loss_dice'} of one level.
+
+    mask_queries [B, Q, C], mask_features [B, C, h, w]; targets per image with 'masks' [n, H, W];
+    indices: per image (query_idx, gt_idx); num_boxes: the normaliser (objects per process).
+    points: per pair (default `num_points(h, w)`).
+    """
+    points = points or num_points(*mask_features.shape[-2:])
+    logits, truth = [], []
+    for b, (query_idx, gt_idx) in enumerate(indices):
+        if len(query_idx) == 0:
+            continue
+        if "masks" not in targets[b]:
+            raise ValueError("loss 'masks' needs 'masks' in the targets (a data set loaded with masks=True)")
+        queries = mask_queries[b, query_idx.to(mask_queries.device)]
+        features = mask_features[b]
+        coords = uncertain_coords(features, queries.detach(), points, oversample, importance)
+        logits.append(point_logits(features, queries, coords))
+        masks = targets[b]["masks"][gt_idx.to(targets[b]["masks"].device)].to(features.device)
+        truth.append(point_targets(masks, coords))
+    if not logits:  # no objects: zero losses that still reach every mask parameter (DDP needs them used)
+        zero = mask_queries.sum() * 0 + mask_features.sum() * 0
+        return {"loss_mask": zero, "loss_dice": zero.clone()}
+    logits, truth = torch.cat(logits).float(), torch.cat(truth)
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(1)
+    return {"loss_mask": bce.sum() / num_boxes, "loss_dice": dice_loss(logits, truth).sum() / num_boxes}
+
+
+@torch.no_grad()
+def mask_costs(mask_queries: Tensor, mask_features: Tensor, gt_masks: Tensor,
+               points: int | None = None) -> tuple[Tensor, Tensor]:
+    """One image's matching costs: mask_queries [Q, C], mask_features [C, h, w], gt_masks
+    [n, H, W] -> (BCE cost [Q, n], Dice cost [Q, n]) on `points` uniform points shared by all pairs."""
+    points = points or num_points(*mask_features.shape[-2:])
+    coords = torch.rand(1, points, 2, device=mask_features.device)
+    sampled = sample(mask_features[None].float(), coords)[0]                  # [C, P]
+    logits = mask_queries.float() @ sampled                                   # [Q, P]
+    truth = point_targets(gt_masks.to(mask_features.device), coords.expand(len(gt_masks), -1, -1))  # [n, P]
+    # BCE of every pair at once: sum over points of t * softplus(-x) + (1 - t) * softplus(x).
+    bce = (F.softplus(-logits) @ truth.T + F.softplus(logits) @ (1 - truth).T) / points
+    p = logits.sigmoid()
+    dice = 1 - (2 * p @ truth.T + 1) / (p.sum(-1)[:, None] + truth.sum(-1)[None, :] + 1)
+    return bce, dice
