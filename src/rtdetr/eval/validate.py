@@ -5,6 +5,11 @@ Both take a PyTorch `RTDETR` or an exported graph (`rtdetr.load_model("m.onnx" /
 int8 graphs from `rtdetr.export.quantize.quantize_int8` included): a graph that ends in the
 post-processing gives its detections (`.detect`), a raw one its outputs, post-processed here
 as the PyTorch model's are.
+
+Segmentation models' detections also carry 'masks', mask logits [k, h/4, w/4] at 1/4 of the
+network input: when the evaluator scores masks, the 100 best of each image are pasted to the
+image's original size (`paste_masks`, probability 0.5), run-length coded and scored (COCO
+"segm") beside the boxes; the result's `segm` holds the mask metrics.
 """
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ from torch.utils.data import DataLoader
 from rtdetr.core import distributed as dist
 from rtdetr.core.sizes import check_imgsz
 from rtdetr.models.nn.detector import module_of
-from rtdetr.models.postprocess import postprocess
+from rtdetr.core.masks import encode_rle
+from rtdetr.models.postprocess import paste_masks, postprocess
 from rtdetr.eval.coco_eval import CocoEvaluator
 from rtdetr.eval.result import EvalResult
+from rtdetr.eval.segm import best_rows
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -57,11 +64,29 @@ def evaluate(model, loader: DataLoader, evaluator: CocoEvaluator, device: torch.
                 out = model(images.to(device))
             out = {k: v.float() for k, v in out.items()}
             detections = postprocess(out, sizes.to(device))
+        if evaluator.keeps_masks:
+            detections = [with_mask_rles(d, size, evaluator.segm_max_dets) for d, size in zip(detections, sizes)]
         evaluator.update([t["image_id"] for t in targets], detections)
     evaluator.synchronize()
     if not exported:
         model.train(was_training)
     return evaluator.compute() if dist.is_main() else None
+
+
+def with_mask_rles(det: dict, size_wh: torch.Tensor, limit: int | None = 100) -> dict:
+    """One image's detections with its mask logits 'masks' [k, h, w] replaced by 'rles': k
+    entries, the RLE of the pasted mask (the image's (w, h) = size_wh, logit threshold 0) for the
+    `limit` best-scoring detections and None for the others. Without 'masks': `det` as it is."""
+    if "masks" not in det:
+        return det
+    rows = best_rows(det["scores"], limit)
+    logits = det["masks"][torch.as_tensor(rows, device=det["masks"].device)]
+    w, h = (int(v) for v in size_wh)
+    pasted = paste_masks(logits, (h, w)).cpu().numpy()
+    rles: list[dict | None] = [None] * len(det["scores"])
+    for row, rle in zip(rows.tolist(), encode_rle(pasted)):
+        rles[row] = rle
+    return {**{k: v for k, v in det.items() if k != "masks"}, "rles": rles}
 
 
 def _detect_exported(model, images: torch.Tensor, sizes_wh: torch.Tensor) -> list[dict[str, torch.Tensor]]:
