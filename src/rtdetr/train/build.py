@@ -12,11 +12,13 @@ from rtdetr.core.coco_names import COCO_NAMES
 from rtdetr.core.hub import WeightsDownloadError, download
 from rtdetr.models import zoo
 from rtdetr.models.config import ModelConfig
-from rtdetr.models.nn.detector import RTDETR
+from rtdetr.models.nn.detector import RTDETR, module_of
 from rtdetr.models.pretrained import PRETRAINED_BACKBONES
 from rtdetr.models.weights import (check_compatible, extract_state_dict, load_weights, num_classes_of,
                                    projector_state, read_checkpoint, resolve_weights)
 from rtdetr.train.config import TrainConfig
+from rtdetr.train.criterion import RTDETRCriterion
+from rtdetr.train.matcher import HungarianMatcher
 from rtdetr.train.finetune import adapt_class_layers
 from rtdetr.train.recipes import TrainRecipe, build_param_groups
 
@@ -25,6 +27,28 @@ def model_config(cfg: TrainConfig, num_classes: int) -> ModelConfig:
     if isinstance(cfg.model, ModelConfig):
         return cfg.model.with_classes(num_classes)
     return zoo.get_config(cfg.model, num_classes=num_classes)
+
+
+def run_task(cfg: TrainConfig, initial_model=None) -> str:
+    """The task, "detect" or "segment", of the run's architecture does (a mask head: segment)."""
+    if initial_model is not None:
+        return module_of(initial_model).cfg.task
+    if isinstance(cfg.model, ModelConfig):
+        return cfg.model.task
+    return zoo.get_config(cfg.model).task
+
+
+def make_criterion(cfg: TrainConfig, recipe: TrainRecipe, num_classes: int, task: str = "detect") -> RTDETRCriterion:
+    """The run's loss: the effective configuration's losses and weights; a segmentation run adds
+    loss 'masks' and the mask matching costs, both weighted by the recipe's `mask_weights`."""
+    losses, weights, matcher = tuple(cfg.losses), dict(cfg.loss_weights), HungarianMatcher()
+    if task == "segment":
+        bce, dice = recipe.mask_weights
+        losses += ("masks",) if "masks" not in losses else ()
+        weights.update(loss_mask=bce, loss_dice=dice)
+        matcher = HungarianMatcher(cost_mask=bce, cost_dice=dice)
+    return RTDETRCriterion(num_classes, matcher, weight_dict=weights, gamma=cfg.loss_gamma, losses=losses,
+                           use_union_set=cfg.loss_union_set)
 
 
 def initial_weights(cfg: TrainConfig, model: RTDETR, class_names: list[str],
@@ -65,11 +89,22 @@ def load_for_classes(model: RTDETR, sd: dict, old_names: list[str] | None, class
     """Copy `sd` into `model`; when its classes differ, class layers start afresh except the rows of
     classes of the same name. Weights with 80 classes and no names are taken to be COCO's."""
     old_names = list(old_names or (COCO_NAMES if num_classes_of(sd) == 80 else []))
+    sd = with_own_mask_head(model, sd, source)
     kept = list(class_names)
     if old_names != list(class_names):
         sd, kept = adapt_class_layers(sd, model.state_dict(), old_names, class_names)
     load_weights(model, sd, source, model.cfg.name)
     return kept
+
+
+def with_own_mask_head(model: RTDETR, sd: dict, source) -> dict:
+    """A segmentation model starting from a detector's weights (no `mask_head.*` in `sd`, e.g.
+    `--weights rtdetrv2_r18vd` for `rtdetrv2_r18vd_seg`) keeps its own, random, mask head."""
+    if getattr(model, "mask_head", None) is None or any(k.startswith("mask_head.") for k in sd):
+        return sd
+    if dist.is_main():
+        print(f"mask head: random ({source} is a detector's; its other weights are used)")
+    return {**sd, **{f"mask_head.{k}": v for k, v in model.mask_head.state_dict().items()}}
 
 
 def pretrained_backbone_file(backbone: str) -> Path:

@@ -39,9 +39,10 @@ def _scales_around(size: tuple[int, int], repeat: int = 3) -> tuple[int, ...]:
     return tuple(s for s in range(lo, hi + 1, 32) if s != base) + (base,) * repeat
 
 
-def make_loaders(cfg: TrainConfig, recipe: TrainRecipe, per_process_batch: int):
-    """(train set, train loader, its sampler, its collate, val loader or None) of an effective `cfg`."""
-    train_set = load_dataset(cfg.data, "train")
+def make_loaders(cfg: TrainConfig, recipe: TrainRecipe, per_process_batch: int, masks: bool = False):
+    """(train set, train loader, its sampler, its collate, val loader or None) of an effective `cfg`;
+    masks: the targets carry instance masks (a segmentation model's run)."""
+    train_set = load_dataset(cfg.data, "train", masks=masks)
     aug = augment_config(cfg, recipe)
     # A Mosaic draws its other samples from the training set itself (untransformed, `load_item`).
     train_set.transforms = SeededTransforms(train_transforms(aug, source=train_set), cfg.seed)
@@ -57,7 +58,7 @@ def make_loaders(cfg: TrainConfig, recipe: TrainRecipe, per_process_batch: int):
     val_loader = None
     val_split = next((s for s in ("val", "test") if s in list_splits(cfg.data)), None)
     if val_split is not None:
-        val_set = load_dataset(cfg.data, val_split, transforms=val_transforms(cfg.imgsz))
+        val_set = load_dataset(cfg.data, val_split, transforms=val_transforms(cfg.imgsz), masks=masks)
         val_sampler = ResumableSampler(len(val_set), shuffle=False, rank=dist.rank(), world_size=dist.world_size())
         val_loader = DataLoader(val_set, batch_size=per_process_batch, sampler=val_sampler, collate_fn=collate_fn,
                                 num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))

@@ -14,7 +14,7 @@ evaluated at P points: [M, C] x [C, M, P] for the M matched queries, never [B, Q
   the same BCE (mean over points) and Dice, for every pair at once.
 
 Points are (x, y) in [0, 1] of the image; features and ground-truth masks are sampled bilinearly
-(`grid_sample`, align_corners=False), so a ground-truth mask of any resolution aligned with the
+(`grid_sample`, align_corners=False, border cells repeated), so a ground-truth mask of any resolution aligned with the
 network input works (multi-scale batches resize the images, not the masks).
 """
 from __future__ import annotations
@@ -33,9 +33,11 @@ def num_points(height: int, width: int) -> int:
 
 
 def sample(maps: Tensor, coords: Tensor) -> Tensor:
-    """maps [N, C, h, w], coords [N, P, 2] (x, y in [0, 1]) -> [N, C, P] (bilinear, zeros outside)."""
+    """maps [N, C, h, w], coords [N, P, 2] (x, y in [0, 1]) -> [N, C, P], bilinear. Within half
+    a cell of the border the border cells are repeated (zero padding would pull the logits
+    there towards 0, i.e. fake uncertainty, and blur the targets)."""
     grid = coords.to(maps.dtype).mul(2).sub(1).unsqueeze(2)  # [N, P, 1, 2] in [-1, 1]
-    return F.grid_sample(maps, grid, mode="bilinear", align_corners=False)[..., 0]
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
 
 
 def point_logits(features: Tensor, queries: Tensor, coords: Tensor) -> Tensor:
@@ -102,11 +104,15 @@ def mask_losses(mask_queries: Tensor, mask_features: Tensor, targets: list[dict]
 
 @torch.no_grad()
 def mask_costs(mask_queries: Tensor, mask_features: Tensor, gt_masks: Tensor,
-               points: int | None = None) -> tuple[Tensor, Tensor]:
+               points: int | None = None, coords: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One image's matching costs: mask_queries [Q, C], mask_features [C, h, w], gt_masks
-    [n, H, W] -> (BCE cost [Q, n], Dice cost [Q, n]) on `points` uniform points shared by all pairs."""
-    points = points or num_points(*mask_features.shape[-2:])
-    coords = torch.rand(1, points, 2, device=mask_features.device)
+    [n, H, W] -> (BCE cost [Q, n], Dice cost [Q, n]) on `points` uniform points shared by all
+    pairs (or the given coords [P, 2])."""
+    if coords is None:
+        points = points or num_points(*mask_features.shape[-2:])
+        coords = torch.rand(points, 2, device=mask_features.device)
+    points = coords.shape[0]
+    coords = coords[None].to(mask_features.device)
     sampled = sample(mask_features[None].float(), coords)[0]                  # [C, P]
     logits = mask_queries.float() @ sampled                                   # [Q, P]
     truth = point_targets(gt_masks.to(mask_features.device), coords.expand(len(gt_masks), -1, -1))  # [n, P]

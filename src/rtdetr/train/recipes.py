@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from rtdetr.train import recipes_dfine
+from rtdetr.models.zoo import SEGMENT_BASES
 
 CONFIGS = "https://github.com/lyuwenyu/RT-DETR/tree/main/rtdetrv2_pytorch/configs/"
 RELEASES = "https://github.com/lyuwenyu/storage/releases/download/v0.1/"
@@ -112,6 +113,10 @@ class TrainRecipe:
     band of AIFI's gradient share in % (`rtdetr.train.gam`). The defaults are RT-DETRv4-S's; the
     RT-DETRv4 recipes carry their own per size. For another architecture or data set the band is
     best measured: `rtdetr tune-distill`.
+
+    Segmentation (a model with a mask head): `mask_weights`, the weights of the mask BCE and
+    Dice terms, in the loss and in the matching cost alike (RF-DETR-Seg's 5 and 5; no official
+    RT-DETR recipe has masks).
     """
 
     epochs: int = 72
@@ -154,6 +159,7 @@ class TrainRecipe:
     distill_default_weight: float = 20.0
     gam_rho: float = 11.0
     gam_delta: float = 1.0
+    mask_weights: tuple[float, float] = (5.0, 5.0)
 
     @property
     def config_url(self) -> str:
@@ -284,6 +290,10 @@ RECIPES["demo"] = TrainRecipe(
     ema_decay=0.999, ema_warmups=100, total_batch_size=8, aug_stop_epoch=None, scales=None,
     scales_stop_epoch=None, eval_size=320, use_amp=False, pretrained_backbone=False,
 )
+
+
+# A segmentation sibling (`<detector>_seg`) trains with its detector's recipe (plus `mask_weights`).
+RECIPES.update({f"{base}_seg": RECIPES[base] for base in (*SEGMENT_BASES, "demo") if base in RECIPES})
 
 
 def get_recipe(name: str) -> TrainRecipe:

@@ -31,16 +31,15 @@ from rtdetr.eval import CocoEvaluator, EvalResult
 from rtdetr.eval.validate import evaluate
 from rtdetr.models.nn.detector import RTDETR, build_model, module_of
 from rtdetr.train.build import (freeze_backbone, initial_weights, load_for_classes, load_pretrained_backbone,
-                                load_projector, make_optimizer, model_config, split_groups)
+                                load_projector, make_criterion, make_optimizer, model_config, run_task,
+                                split_groups)
 from rtdetr.train.checkpoint import CheckpointMixin
 from rtdetr.train.config import TrainConfig
-from rtdetr.train.criterion import RTDETRCriterion
 from rtdetr.train.distill import PROJECTOR, build_distillation
 from rtdetr.train.ema import ModelEMA, unwrap
 from rtdetr.train.finetune import adapt_class_layers
 from rtdetr.train.loaders import augment_config, make_loaders
 from rtdetr.train.logger import RunLogger
-from rtdetr.train.matcher import HungarianMatcher
 from rtdetr.train.resolve import args_yaml, resolve
 from rtdetr.train.schedule import LRSchedule, apply_lr
 from rtdetr.train.step import ExtraLoss, StepMixin
@@ -120,8 +119,9 @@ class Trainer(StepMixin, CheckpointMixin):
         if cfg.batch % (world * cfg.grad_accum):
             raise ValueError(f"batch {cfg.batch} must divide into {world} processes x {cfg.grad_accum} micro-batches")
         per_process = cfg.batch // (world * cfg.grad_accum)
+        self.task = run_task(cfg, self.initial_model)
         (self.train_set, self.train_loader, self.sampler, self.collate,
-         self.val_loader) = make_loaders(cfg, self.recipe, per_process)
+         self.val_loader) = make_loaders(cfg, self.recipe, per_process, masks=self.task == "segment")
         self.class_names = self.train_set.class_names
         self.category_ids = self.train_set.category_ids
         self.evaluator = CocoEvaluator.from_dataset(self.val_loader.dataset) if self.val_loader else None
@@ -140,9 +140,7 @@ class Trainer(StepMixin, CheckpointMixin):
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmups) if cfg.ema else None
         self.optimizer = make_optimizer(cfg, self.recipe, self.model, self.extra_modules)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
-        self.criterion = RTDETRCriterion(len(self.class_names), HungarianMatcher(), weight_dict=cfg.loss_weights,
-                                         gamma=cfg.loss_gamma, losses=cfg.losses,
-                                         use_union_set=cfg.loss_union_set)
+        self.criterion = make_criterion(cfg, self.recipe, len(self.class_names), self.task)
         self.schedule = LRSchedule(warmup_steps=cfg.warmup_steps, kind=cfg.lr_schedule,
                                    milestones=self.recipe.lr_milestones, gamma=cfg.lr_gamma,
                                    epochs=cfg.epochs, warmup_shape=cfg.warmup_shape,

@@ -1,0 +1,144 @@
+"""Mask losses and matching costs on sampled points, against hand-computed values and dense
+computations (point sampling at every pixel centre must equal the dense loss)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rtdetr.train import mask_losses
+from rtdetr.train.mask_losses import dice_loss, mask_costs, mask_losses as level_mask_losses, point_logits, sample
+from rtdetr.train.matcher import HungarianMatcher
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def pixel_centres(h: int, w: int) -> torch.Tensor:
+    """[h * w, 2] (x, y) in [0, 1] of every pixel centre, row by row."""
+    ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
+
+
+def test_sampling_at_pixel_centres_reads_the_pixels():
+    maps = torch.arange(12.0).reshape(1, 2, 2, 3)
+    out = sample(maps, pixel_centres(2, 3)[None])
+    # Exact up to the rounding of (x * 2 - 1) to grid coordinates and back.
+    assert torch.allclose(out[0], maps[0].reshape(2, -1), atol=1e-5)
+    # Near the border the border cells repeat: no fading towards zero.
+    assert torch.allclose(sample(maps, torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])), maps[0, :, [0, 1], [0, 2]][None])
+
+
+def test_bce_and_dice_by_hand_on_a_2x2_map():
+    # One feature channel [[1, 2], [3, 4]], query weight 2: logits 2, 4, 6, 8; target [[1, 0], [0, 1]].
+    features = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    query = torch.tensor([[2.0]])
+    coords = pixel_centres(2, 2)[None]
+    logits = point_logits(features, query, coords)
+    assert torch.allclose(logits, torch.tensor([[2.0, 4.0, 6.0, 8.0]]))
+    target = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    bce = (softplus(-2) + softplus(4) + softplus(6) + softplus(-8)) / 4
+    dice = 1 - (2 * (sigmoid(2) + sigmoid(8)) + 1) / (sum(sigmoid(v) for v in (2, 4, 6, 8)) + 2 + 1)
+    assert F.binary_cross_entropy_with_logits(logits, target).item() == pytest.approx(bce, rel=1e-6)
+    assert dice_loss(logits, target).item() == pytest.approx(dice, rel=1e-6)
+
+    gt = torch.tensor([[[1, 0], [0, 1]], [[0, 1], [1, 0]]], dtype=torch.uint8)
+    cost_bce, cost_dice = mask_costs(query, features[0] if features.ndim == 4 else features, gt,
+                                     coords=pixel_centres(2, 2))
+    other_bce = (softplus(2) + softplus(-4) + softplus(-6) + softplus(8)) / 4
+    other_dice = 1 - (2 * (sigmoid(4) + sigmoid(6)) + 1) / (sum(sigmoid(v) for v in (2, 4, 6, 8)) + 2 + 1)
+    assert cost_bce.tolist()[0] == pytest.approx([bce, other_bce], rel=1e-6)
+    assert cost_dice.tolist()[0] == pytest.approx([dice, other_dice], rel=1e-6)
+
+
+def test_pairwise_costs_equal_a_loop_over_pairs():
+    torch.manual_seed(0)
+    queries, features = torch.randn(7, 5), torch.randn(5, 6, 8)
+    gt = (torch.rand(3, 24, 32) > 0.5).to(torch.uint8)
+    coords = torch.rand(50, 2)
+    cost_bce, cost_dice = mask_costs(queries, features, gt, coords=coords)
+    logits = point_logits(features, queries, coords.expand(7, -1, -1))       # [7, 50]
+    truth = mask_losses.point_targets(gt, coords.expand(3, -1, -1))           # [3, 50]
+    for q in range(7):
+        for g in range(3):
+            bce = F.binary_cross_entropy_with_logits(logits[q], truth[g])
+            dice = dice_loss(logits[q:q + 1], truth[g:g + 1])[0]
+            # float32 sums of 50 terms in another order: 1e-5 relative is far above their rounding.
+            assert cost_bce[q, g].item() == pytest.approx(bce.item(), rel=1e-5)
+            assert cost_dice[q, g].item() == pytest.approx(dice.item(), rel=1e-5)
+
+
+def test_level_loss_at_every_pixel_centre_equals_the_dense_loss(monkeypatch):
+    torch.manual_seed(1)
+    h, w = 6, 8
+    mask_queries, mask_features = torch.randn(2, 5, 4, requires_grad=True), torch.randn(2, 4, h, w)
+    masks = [(torch.rand(3, h, w) > 0.5).to(torch.uint8), (torch.rand(2, h, w) > 0.5).to(torch.uint8)]
+    targets = [{"masks": m} for m in masks]
+    indices = [(torch.tensor([4, 0]), torch.tensor([2, 0])), (torch.tensor([1]), torch.tensor([1]))]
+    grid = pixel_centres(h, w)
+    monkeypatch.setattr(mask_losses, "uncertain_coords", lambda f, q, *a: grid.expand(q.shape[0], -1, -1))
+    got = level_mask_losses(mask_queries, mask_features, targets, indices, num_boxes=2.5)
+
+    dense_logits, dense_truth = [], []
+    for b, (qi, gi) in enumerate(indices):
+        full = torch.einsum("qc,chw->qhw", mask_queries[b], mask_features[b])   # dense, independent path
+        dense_logits.append(full[qi].reshape(len(qi), -1))
+        dense_truth.append(masks[b][gi].reshape(len(gi), -1).float())
+    logits, truth = torch.cat(dense_logits), torch.cat(dense_truth)
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(1).sum() / 2.5
+    dice = dice_loss(logits, truth).sum() / 2.5
+    assert got["loss_mask"].item() == pytest.approx(bce.item(), rel=1e-5)
+    assert got["loss_dice"].item() == pytest.approx(dice.item(), rel=1e-5)
+    (got["loss_mask"] + got["loss_dice"]).backward()
+    assert mask_queries.grad[0, 4].abs().sum() > 0 and mask_queries.grad[0, 1].abs().sum() == 0  # matched only
+
+
+def test_uncertain_points_are_the_most_uncertain_candidates():
+    # logit = 40 * (x - 0.5): the uncertain points are those near x = 0.5.
+    w = 64
+    features = (torch.arange(w) + 0.5).div(w).sub(0.5).mul(40).expand(1, 4, w)   # [C=1, h=4, w]
+    query = torch.ones(1, 1)
+    torch.manual_seed(3)
+    coords = mask_losses.uncertain_coords(features, query, points=100, oversample=3.0, importance=0.75)
+    torch.manual_seed(3)
+    candidates = torch.rand(1, 300, 2)
+    distance = (candidates[0, :, 0] - 0.5).abs()
+    threshold = distance.sort().values[74]  # the 75th closest of the 300 candidates
+    picked = (coords[0, :75, 0] - 0.5).abs()
+    assert coords.shape == (1, 100, 2)
+    # |logit| is monotone in |x - 0.5| (linear between cell centres, border cells repeated in y), so
+    # the 75 picked are the 75 closest candidates; 1e-6 covers the float rounding of the sampling.
+    assert (picked <= threshold + 1e-6).all()
+
+
+def test_no_objects_gives_zero_losses_with_gradient():
+    q, f = torch.randn(1, 4, 3, requires_grad=True), torch.randn(1, 3, 4, 4, requires_grad=True)
+    empty = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+    got = level_mask_losses(q, f, [{"masks": torch.zeros(0, 4, 4)}], [empty], num_boxes=1.0)
+    assert got["loss_mask"].item() == 0 and got["loss_dice"].item() == 0
+    (got["loss_mask"] + got["loss_dice"]).backward()
+    assert q.grad is not None and f.grad is not None
+
+
+def test_mask_costs_decide_a_match_the_boxes_cannot():
+    # Two queries with the same class score and box; only their masks tell them apart.
+    h = w = 8
+    features = torch.zeros(2, h, w)
+    features[0, :, : w // 2] = 1.0   # channel 0: the left half
+    features[1, :, w // 2:] = 1.0    # channel 1: the right half
+    queries = torch.tensor([[-10.0, 10.0], [10.0, -10.0]])  # query 0 paints the right half, query 1 the left
+    gt = torch.zeros(1, h, w, dtype=torch.uint8)
+    gt[0, :, : w // 2] = 1                                  # the object is the left half
+    outputs = {"pred_logits": torch.zeros(1, 2, 1), "pred_boxes": torch.tensor([[[0.5, 0.5, 0.5, 0.5]] * 2]),
+               "mask_queries": queries[None], "mask_features": features[None]}
+    target = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.25, 0.5, 0.5, 1.0]]), "masks": gt}]
+    torch.manual_seed(0)
+    (query_idx, gt_idx), = HungarianMatcher(cost_mask=5.0, cost_dice=5.0)(outputs, target)
+    assert query_idx.tolist() == [1] and gt_idx.tolist() == [0]
+    with pytest.raises(ValueError, match="masks=True"):
+        HungarianMatcher(cost_mask=5.0)(outputs, [{k: v for k, v in target[0].items() if k != "masks"}])
