@@ -48,7 +48,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the synthetic shapes data set, train the small demo model on the CPU, evaluate, predict."""
     from rtdetr.cli.demo import run_demo
-    run_demo(args.out, seed=args.seed, epochs=args.epochs, minutes=args.minutes, imgsz=args.imgsz, workers=args.workers)
+    run_demo(args.out, seed=args.seed, epochs=args.epochs, minutes=args.minutes, imgsz=args.imgsz, workers=args.workers,
+             task=args.task)
     return 0
 
 
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=224)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", choices=("detect", "segment"), default="detect",
+                   help="boxes, or boxes and instance masks (default: detect)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help=cmd_models.__doc__)
