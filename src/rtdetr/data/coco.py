@@ -11,6 +11,10 @@ year suffix is ignored):
 Boxes are `bbox: [x, y, w, h]` in pixels. Crowd boxes (`iscrowd: 1`) are kept for evaluation
 only. Roboflow exports list the project itself as an extra category (id 0, no boxes, the
 `supercategory` of every real class): such a category is left out.
+
+With masks=True each annotation's `segmentation` is kept too: polygons `[[x, y, ...], ...]` in
+pixels, or RLE `{"size": [h, w], "counts": str | list}` (compressed or not). One missing (or an
+empty list, as box-only exports write) or malformed is counted; its box is its mask.
 """
 from __future__ import annotations
 
@@ -155,8 +159,9 @@ def parse_images(data: dict, problems: Problems) -> list[dict]:
 
 
 def image_record(im: dict, anns: list[dict], images_dir: Path, known_ids: set[int],
-                 problems: Problems) -> ImageRecord | None:
-    """One image entry and its annotations -> ImageRecord (None if its file is missing or unreadable)."""
+                 problems: Problems, masks: bool = False) -> ImageRecord | None:
+    """One image entry and its annotations -> ImageRecord (None if its file is missing or unreadable);
+    masks: keep the annotations' segmentations."""
     path, name = images_dir / im["file_name"], im["file_name"]
     if not path.is_file():
         problems.add("missing_image", name)
@@ -172,17 +177,19 @@ def image_record(im: dict, anns: list[dict], images_dir: Path, known_ids: set[in
     return make_record(path, name, im["id"], width, height, boxes, [a["category_id"] for a in anns],
                        known_ids=known_ids, problems=problems, file=name,
                        iscrowd=[bool(a.get("iscrowd", 0)) for a in anns],
-                       areas=[a["area"] if isinstance(a.get("area"), (int, float)) else float("nan") for a in anns])
+                       areas=[a["area"] if isinstance(a.get("area"), (int, float)) else float("nan") for a in anns],
+                       segmentations=[a.get("segmentation") for a in anns] if masks else None)
 
 
 # ---------------------------------------------------------------- the reader
 
 
 def load_coco(path: str | Path, split: str = "train", transforms: Callable | None = None,
-              images_dir: str | Path | None = None) -> DetectionDataset:
+              images_dir: str | Path | None = None, masks: bool = False) -> DetectionDataset:
     """Read a COCO json file or folder (see the module docstring) as a DetectionDataset.
 
     images_dir: the folder `file_name`s are relative to, when it cannot be guessed.
+    masks: targets carry instance masks from the annotations' segmentations.
     Fixable problems are reported in one DatasetWarning; the others raise DatasetError.
     """
     path = Path(path)
@@ -200,9 +207,10 @@ def load_coco(path: str | Path, split: str = "train", transforms: Callable | Non
         json_path, [im["file_name"] for im in images], split)
     by_image = group_annotations(data, problems, {im["id"]: im["file_name"] for im in images})
     known_ids = {cid for cid, _ in categories}
-    records = [image_record(im, by_image.get(im["id"], []), images_dir, known_ids, problems) for im in images]
+    records = [image_record(im, by_image.get(im["id"], []), images_dir, known_ids, problems, masks)
+               for im in images]
     records = [r for r in records if r is not None]
     if not records:
         raise DatasetError(f"{json_path}: none of its {len(images)} images could be read from {images_dir}")
     problems.report()
-    return DetectionDataset(records, categories, transforms, split, str(json_path))
+    return DetectionDataset(records, categories, transforms, split, str(json_path), masks=masks)

@@ -53,17 +53,19 @@ def detect_format(path: str | Path) -> str:
 
 
 def load_dataset(path: str | Path, split: str = "train", transforms: Callable | None = None,
-                 format: str | None = None) -> DetectionDataset:
+                 format: str | None = None, masks: bool = False) -> DetectionDataset:
     """Read one split of a COCO, YOLO or VOC data set, its format detected from its files.
 
     split: "train", "val" (also "valid"/"validation"), "test", or "trainval" (VOC); a json or
     yaml file given directly names its own split. transforms: `(image, target) -> (image, target)`,
     applied at the end of `__getitem__`. format: "coco", "yolo" or "voc" to skip detection.
+    masks: every target also holds `masks` (tv_tensors.Mask uint8 [n, H, W], one per box) from
+    the COCO segmentations or YOLO-seg polygons; a VOC data set raises DatasetError.
     """
     format = format or detect_format(path)
     if format not in LOADERS:
         raise ValueError(f"unknown data set format {format!r}; expected one of {', '.join(FORMATS)}")
-    return LOADERS[format](path, split=split, transforms=transforms)
+    return LOADERS[format](path, split=split, transforms=transforms, masks=masks)
 
 
 def list_splits(path: str | Path) -> list[str]:

@@ -1,12 +1,17 @@
 """Writing a data set in COCO, YOLO txt or Pascal VOC layout (images copied as they are).
 
 `source` is a DetectionDataset (one split, named by its `split`), a list of them (one per
-split, same classes), or a data set path, of which `splits` (default: all it has) are read.
+split, same classes), or a data set path, of which `splits` (default: all it has) are read
+(with `masks=True`: read with their masks, see `load_dataset`).
 
 What each layout keeps:
-  COCO  everything: boxes, original category ids, crowd boxes (`iscrowd: 1`), areas.
+  COCO  everything: boxes, original category ids, crowd boxes (`iscrowd: 1`), areas, and the
+        segmentations of a data set read with masks (polygons in pixels, RLE with str counts).
   YOLO  boxes and contiguous labels 0..K-1 as class indices, class names in data.yaml; crowd
-        boxes are left out (YOLO has no "ignore" flag); original category ids are lost.
+        boxes are left out (YOLO has no "ignore" flag); original category ids are lost. With
+        masks, an object whose segmentation is one polygon is written as a YOLO-seg polygon line
+        (read back, its box is the polygon's extent); the others (RLE, several polygons, none)
+        as box lines.
   VOC   boxes rounded to whole pixels, class names (classes.txt, in label order); crowd boxes
         become `difficult`; category ids become 1..K.
 """
@@ -24,14 +29,14 @@ from rtdetr.data.detect import list_splits, load_dataset
 from rtdetr.data.problems import DatasetError
 
 
-def _datasets(source, splits: list[str] | None) -> list[DetectionDataset]:
+def _datasets(source, splits: list[str] | None, masks: bool = False) -> list[DetectionDataset]:
     """The split data sets to export, checked to share their classes."""
     if isinstance(source, DetectionDataset):
         datasets = [source]
     elif isinstance(source, (list, tuple)):
         datasets = list(source)
     else:
-        datasets = [load_dataset(source, split) for split in (splits or list_splits(source))]
+        datasets = [load_dataset(source, split, masks=masks) for split in (splits or list_splits(source))]
     names = [ds.class_names for ds in datasets]
     if any(n != names[0] for n in names):
         raise DatasetError(f"cannot export splits with different classes: {names}")
@@ -54,10 +59,10 @@ def _copy(src: Path, dst: Path) -> None:
 # ---------------------------------------------------------------- COCO
 
 
-def export_coco(source, out: str | Path, splits: list[str] | None = None) -> Path:
+def export_coco(source, out: str | Path, splits: list[str] | None = None, masks: bool = False) -> Path:
     """Write out/annotations/instances_<split>.json and out/<split>/<images>; returns `out`."""
     out = Path(out)
-    for ds in _datasets(source, splits):
+    for ds in _datasets(source, splits, masks):
         coco = ds.to_coco()
         for image, record in zip(coco["images"], ds.records):
             image["file_name"] = _safe_name(record)
@@ -71,21 +76,28 @@ def export_coco(source, out: str | Path, splits: list[str] | None = None) -> Pat
 
 
 def yolo_lines(ds: DetectionDataset, record: ImageRecord) -> list[str]:
-    """`label cx cy w h` lines (normalised) of a record's non-crowd boxes."""
+    """`label cx cy w h` lines (normalised) of a record's non-crowd boxes; `label x1 y1 x2 y2 ...`
+    (normalised) for an object whose segmentation is one polygon."""
     keep = ~record.iscrowd
     boxes, labels = record.boxes[keep], ds.labels_of(record.category_ids[keep])
+    segmentations = record.segmentations or [None] * len(record.boxes)
+    segmentations = [s for s, k in zip(segmentations, keep.tolist()) if k]
     lines = []
-    for (x1, y1, x2, y2), label in zip(boxes, labels):
+    for (x1, y1, x2, y2), label, seg in zip(boxes, labels, segmentations):
+        if isinstance(seg, list) and len(seg) == 1:
+            xy = seg[0].reshape(-1, 2) / (record.width, record.height)
+            lines.append(f"{label} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
+            continue
         cx, cy = (x1 + x2) / 2 / record.width, (y1 + y2) / 2 / record.height
         w, h = (x2 - x1) / record.width, (y2 - y1) / record.height
         lines.append(f"{label} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
     return lines
 
 
-def export_yolo(source, out: str | Path, splits: list[str] | None = None) -> Path:
+def export_yolo(source, out: str | Path, splits: list[str] | None = None, masks: bool = False) -> Path:
     """Write out/data.yaml, out/images/<split>/..., out/labels/<split>/*.txt; returns `out`."""
     out = Path(out)
-    datasets = _datasets(source, splits)
+    datasets = _datasets(source, splits, masks)
     for ds in datasets:
         for record in ds.records:
             name = _safe_name(record)

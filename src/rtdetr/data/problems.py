@@ -4,8 +4,9 @@ Unfixable problems (no annotation file, invalid JSON/YAML, no images at all, a s
 not there) raise `DatasetError`, a `ValueError` whose message is one line naming the file.
 
 Fixable problems (a box partly outside its image, a box of zero size, an unknown category,
-a malformed line, a missing image file, ...) are counted per kind and per file while a split
-loads; at the end `Problems.report` issues ONE `DatasetWarning` with one line per kind, e.g.
+a malformed line, a missing image file, with masks an object without a segmentation, ...) are
+counted per kind and per file while a split loads; at the end `Problems.report` issues ONE
+`DatasetWarning` with one line per kind, e.g.
 
     rtdetr: data/labels/train: 4 annotation problems fixed while loading split 'train':
       3 boxes partly outside the image, clipped (2 files: a.txt, b.txt)
@@ -31,6 +32,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "size_mismatch": ("image whose size differs from its annotation's",
                       "images whose size differs from their annotation's", "the image's size used"),
     "duplicate_image": ("duplicate image entry", "duplicate image entries", "dropped"),
+    "no_mask": ("object without a segmentation", "objects without a segmentation", "its box used as its mask"),
+    "bad_mask": ("malformed segmentation", "malformed segmentations", "its box used as its mask"),
 }
 FILES_LISTED = 3
 

@@ -168,11 +168,17 @@ def image_record(root: Path, image_id: str, index: int, ann: dict | None, catego
 # ---------------------------------------------------------------- the reader
 
 
-def load_voc(path: str | Path, split: str = "train", transforms: Callable | None = None) -> DetectionDataset:
-    """Read a Pascal VOC data set (see the module docstring) as a DetectionDataset."""
+def load_voc(path: str | Path, split: str = "train", transforms: Callable | None = None,
+             masks: bool = False) -> DetectionDataset:
+    """Read a Pascal VOC data set (see the module docstring) as a DetectionDataset.
+
+    masks: must be False: VOC xml files hold boxes only (DatasetError otherwise)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
+    if masks:
+        raise DatasetError(f"{path}: a VOC data set has no instance masks (boxes only); "
+                           f"use COCO json or YOLO-seg labels for masks")
     root = find_voc_root(path)
     split = canonical_split(split)
     ids = split_ids(root, split)

@@ -8,8 +8,11 @@
     images/train/a.jpg  ->  labels/train/a.txt   (the last `images` folder becomes `labels`)
 
 Each label line is `class cx cy w h`, normalised to the image size (0..1); a line of more than
-5 numbers is a polygon `class x1 y1 x2 y2 ...` and becomes its bounding box. An image without
-a label file, or with an empty one, is a negative. Image sizes are read from the image headers.
+5 numbers is a polygon `class x1 y1 x2 y2 ...` (YOLO-seg, at least 3 points) and becomes its
+bounding box; with masks=True the polygon, in pixels, is also the object's segmentation (box
+lines and polygon lines may be mixed; a box line's mask is its filled box, counted as no_mask).
+An image without a label file, or with an empty one, is a negative. Image sizes are read from
+the image headers.
 """
 from __future__ import annotations
 
@@ -127,35 +130,38 @@ def label_path(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def parse_label_line(line: str) -> tuple[int, list[float]] | None:
-    """`cls cx cy w h` (or a polygon) -> (class index, normalised XYXY); None when malformed."""
+def parse_label_line(line: str) -> tuple[int, list[float], list[float] | None] | None:
+    """`cls cx cy w h` (or a polygon) -> (class index, normalised XYXY, the normalised polygon
+    [x1, y1, x2, y2, ...] or None for a box line); None when malformed."""
     try:
         values = [float(v) for v in line.split()]
     except ValueError:
         return None
+    polygon = None
     if len(values) == 5:
         cls, cx, cy, w, h = values
         box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
     elif len(values) >= 7 and len(values) % 2 == 1:
-        cls, xs, ys = values[0], values[1::2], values[2::2]
+        cls, xs, ys, polygon = values[0], values[1::2], values[2::2], values[1:]
         box = [min(xs), min(ys), max(xs), max(ys)]
     else:
         return None
     if cls < 0 or cls != int(cls):
         return None
-    return int(cls), box
+    return int(cls), box, polygon
 
 
 def read_labels(path: Path, width: int, height: int, problems: Problems, file: str):
-    """A label file -> (XYXY pixel boxes [n, 4], class indices [n]); None when unreadable."""
+    """A label file -> (XYXY pixel boxes [n, 4], class indices [n], n segmentations: a polygon
+    line's [[x1, y1, ...]] in pixels, None for a box line); None when unreadable."""
     if not path.is_file():
-        return np.zeros((0, 4)), np.zeros(0, np.int64)
+        return np.zeros((0, 4)), np.zeros(0, np.int64), []
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError):
         problems.add("unreadable_annotations", file)
         return None
-    boxes, classes = [], []
+    boxes, classes, polygons = [], [], []
     for line in lines:
         if not line.strip():
             continue
@@ -165,13 +171,18 @@ def read_labels(path: Path, width: int, height: int, problems: Problems, file: s
             continue
         classes.append(parsed[0])
         boxes.append(parsed[1])
+        polygons.append(parsed[2])
     scale = np.array([width, height, width, height], dtype=np.float64)
-    return np.asarray(boxes, np.float64).reshape(-1, 4) * scale, np.asarray(classes, np.int64)
+    # a polygon's (x, y) pairs times (width, height): pixels, as COCO's polygons
+    segmentations = [None if p is None else [(np.reshape(p, (-1, 2)) * scale[:2]).reshape(-1).tolist()]
+                     for p in polygons]
+    return np.asarray(boxes, np.float64).reshape(-1, 4) * scale, np.asarray(classes, np.int64), segmentations
 
 
 def image_record(image: Path, name: str, image_id: int, root: Path, known_ids: set[int],
-                 problems: Problems) -> ImageRecord | None:
-    """One image and its label file -> ImageRecord (None if either cannot be read)."""
+                 problems: Problems, masks: bool = False) -> ImageRecord | None:
+    """One image and its label file -> ImageRecord (None if either cannot be read); masks: keep
+    the polygons as segmentations."""
     labels = label_path(image)
     file = labels.relative_to(root).as_posix() if labels.is_relative_to(root) else str(labels)
     if not image.is_file():
@@ -185,16 +196,19 @@ def image_record(image: Path, name: str, image_id: int, root: Path, known_ids: s
     parsed = read_labels(labels, width, height, problems, file)
     if parsed is None:
         return None
-    boxes, classes = parsed
+    boxes, classes, segmentations = parsed
     return make_record(image, name, image_id, width, height, boxes, classes,
-                       known_ids=known_ids, problems=problems, file=file)
+                       known_ids=known_ids, problems=problems, file=file,
+                       segmentations=segmentations if masks else None)
 
 
 # ---------------------------------------------------------------- the reader
 
 
-def load_yolo(path: str | Path, split: str = "train", transforms: Callable | None = None) -> DetectionDataset:
-    """Read a YOLO data set (data.yaml or its folder; see the module docstring) as a DetectionDataset."""
+def load_yolo(path: str | Path, split: str = "train", transforms: Callable | None = None,
+              masks: bool = False) -> DetectionDataset:
+    """Read a YOLO data set (data.yaml or its folder; see the module docstring) as a DetectionDataset;
+    masks: targets carry instance masks from the polygon lines (YOLO-seg)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
@@ -208,9 +222,10 @@ def load_yolo(path: str | Path, split: str = "train", transforms: Callable | Non
     split = canonical_split(split)
     problems = Problems(yaml_path, split)
     known_ids = {cid for cid, _ in categories}
-    records = [image_record(p, name, i + 1, root, known_ids, problems) for i, (p, name) in enumerate(images)]
+    records = [image_record(p, name, i + 1, root, known_ids, problems, masks)
+               for i, (p, name) in enumerate(images)]
     records = [r for r in records if r is not None]
     if not records:
         raise DatasetError(f"{sources[0]}: none of its {len(images)} images could be read")
     problems.report()
-    return DetectionDataset(records, categories, transforms, split, str(yaml_path))
+    return DetectionDataset(records, categories, transforms, split, str(yaml_path), masks=masks)
