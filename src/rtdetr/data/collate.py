@@ -7,13 +7,16 @@ A batch item is what the transforms of `rtdetr.data.transforms` return:
 Multi-scale (the official `BatchImageCollateFunction`): until `stop_epoch`, each batch
 is resized as a whole to one square size picked at random from `scales`, with
 `torch.nn.functional.interpolate` in mode "nearest" (the official default). Boxes are
-normalised, so they stay as they are.
+normalised, so they stay as they are. Masks (`target["masks"]` uint8 [n, h, w]) are left at
+the pipeline's output size: a mask covers the whole image at any resolution, and the mask
+loss samples it at normalised point coordinates, so it stays aligned with the resized image
+(resizing every mask per batch would cost time and memory for nothing).
 
 MixUp (DEIM's, in the official `BatchImageCollateFunction`), before the resize: in epochs
 [start, end) of `mixup_epochs`, with probability `mixup_prob` per batch, image i becomes
 `beta * image_i + (1 - beta) * image_(i-1)` (the batch rolled by one, image 0 mixed with the
-last), beta ~ U(0.45, 0.55) drawn once per batch, and target i gets the boxes and per-box
-fields of both (its own first). Matching stays one-to-one: every box of both is an object.
+last), beta ~ U(0.45, 0.55) drawn once per batch, and target i gets the boxes, per-box
+fields and masks of both (its own first). Matching stays one-to-one: every box of both is an object.
 
 The picks (size, whether to mix, beta) are pure functions of (seed, epoch, the batch's image
 ids): they do not depend on which DataLoader worker builds the batch nor on how many batches
@@ -30,6 +33,7 @@ import torch
 from torch.nn.functional import interpolate
 
 from rtdetr.data.dataset import PER_BOX_KEYS
+from rtdetr.data.masks import MASKS
 from rtdetr.data.transforms import AugmentConfig, SharedEpoch
 
 # The range of the MixUp weight beta of the image's own pixels.
@@ -123,14 +127,17 @@ class MultiScaleCollate:
 
 def mix_up(images: torch.Tensor, targets: Sequence[dict], beta: float) -> tuple[torch.Tensor, list[dict]]:
     """Image i -> beta * image_i + (1 - beta) * image_(i-1) (image 0 with the last); target i gets
-    the boxes and per-box fields (labels, iscrowd, area) of both, its own first. New dicts:
-    the given targets are left as they are."""
+    the boxes, per-box fields (labels, iscrowd, area) and masks [n, h, w] of both, its own first
+    (all masks of a batch have one size: the pipeline's output). New dicts: the given targets
+    are left as they are."""
     mixed = images.roll(shifts=1, dims=0) * (1.0 - beta) + images * beta
     shifted = list(targets[-1:]) + list(targets[:-1])
     out = []
     for own, other in zip(targets, shifted):
         target = dict(own)
-        for key in ("boxes",) + PER_BOX_KEYS:
+        if (MASKS in own) != (MASKS in other):
+            raise ValueError("MixUp: some targets have masks and others not")
+        for key in ("boxes",) + PER_BOX_KEYS + (MASKS,):
             if isinstance(own.get(key), torch.Tensor) and isinstance(other.get(key), torch.Tensor):
                 target[key] = torch.cat([own[key], other[key]])
         out.append(target)

@@ -9,6 +9,7 @@ What a data set gives (the input of every pipeline here)::
         image_id   int
         orig_size  int64 [2], (w, h)
         iscrowd    (optional) [n]
+        masks      (optional) tv_tensors.Mask uint8 [n, H, W], one per box (rtdetr.data.masks)
 
 What the pipelines return (the input of the model and the criterion)::
 
@@ -16,6 +17,14 @@ What the pipelines return (the input of the model and the criterion)::
     target: the same dict, with
         boxes      float32 [n', 4], plain tensor, normalised (cx, cy, w, h) in [0, 1]
         labels, iscrowd, area: filtered together with the boxes that were dropped
+        masks      uint8 [n', h, w] (0/1), plain tensor, one per box, at the image's size
+
+Masks go through every op with the image and the boxes: torchvision moves them as it moves
+the pixels (zoom-out pads them with 0, IoU crop and flip cut and mirror them, Resize and the
+Mosaic's affine sample them nearest-neighbour), and SanitizeBoundingBoxes drops the masks of
+the boxes it drops (torchvision filters every tv_tensors.Mask along with the boxes). A mask
+may lose all its pixels while its box stays (e.g. a thin shape resized down): it is kept,
+empty, aligned with its box.
 
 Train pipeline (`train_transforms`), as in the official `dataloader.yml`:
 
@@ -222,11 +231,15 @@ class RandomIoUCrop(T.RandomIoUCrop):
 
 class ToNormalizedCxcywh(T.Transform):
     """BoundingBoxes [n, 4] (any format, absolute pixels) -> float32 [n, 4] plain tensor,
-    (cx, cy, w, h) divided by the image (w, h, w, h). Other inputs pass unchanged."""
+    (cx, cy, w, h) divided by the image (w, h, w, h); the last step to the model's format, so
+    a Mask [n, h, w] also becomes a plain tensor (same dtype and values). Other inputs pass
+    unchanged."""
 
-    _transformed_types = (tv_tensors.BoundingBoxes,)
+    _transformed_types = (tv_tensors.BoundingBoxes, tv_tensors.Mask)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> torch.Tensor:
+        if isinstance(inpt, tv_tensors.Mask):
+            return inpt.as_subclass(torch.Tensor)
         height, width = inpt.canvas_size
         boxes = F.convert_bounding_box_format(inpt, new_format=tv_tensors.BoundingBoxFormat.CXCYWH)
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
@@ -235,13 +248,14 @@ class ToNormalizedCxcywh(T.Transform):
 
 def per_box_fields(sample: tuple[Any, dict]) -> tuple[torch.Tensor, ...]:
     """The target's per-box tensors (labels, iscrowd, area when present), for
-    `SanitizeBoundingBoxes(labels_getter=...)` to filter along with the boxes."""
+    `SanitizeBoundingBoxes(labels_getter=...)` to filter along with the boxes. Not the masks:
+    torchvision filters a tv_tensors.Mask itself, and keeps it a Mask for the ops after."""
     _, target = sample
     return tuple(target[key] for key in PER_BOX_KEYS if isinstance(target.get(key), torch.Tensor))
 
 
 def sanitize(min_size: float = 1.0) -> T.SanitizeBoundingBoxes:
-    """Drop boxes narrower or lower than `min_size` pixels (and their per-box fields)."""
+    """Drop boxes narrower or lower than `min_size` pixels (and their per-box fields and masks)."""
     return T.SanitizeBoundingBoxes(min_size=min_size, labels_getter=per_box_fields)
 
 
