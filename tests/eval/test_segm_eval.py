@@ -367,3 +367,29 @@ def test_with_mask_rles_leaves_detection_models_alone():
     inside[41:79, 41:119] = True
     around[39:81, 39:121] = False
     assert pasted[inside].all() and not pasted[around].any() and 40 * 80 - 8 <= pasted.sum() <= 40 * 80
+
+
+def test_encode_masks_is_cocos_rle():
+    rng = np.random.default_rng(5)
+    masks = rng.random((4, 37, 23)) > 0.6
+    masks[2] = False
+    from rtdetr.eval.segm import encode_masks
+    assert encode_masks(torch.from_numpy(masks)) == encode_rle(masks)
+    assert encode_masks(torch.from_numpy(masks).to(torch.uint8)) == encode_rle(masks)
+    assert encode_masks(torch.zeros((0, 5, 6), dtype=torch.bool)) == []
+
+
+def test_validate_scores_a_segmentation_model_on_masks(tmp_path):
+    """Plumbing through a real (randomly initialised) segmentation model and a synthetic data set."""
+    import rtdetr
+    from rtdetr.data.synthetic import make_synthetic_dataset
+    from rtdetr.eval.validate import is_segmentation_model, validate
+    root = make_synthetic_dataset(tmp_path / "shapes", num_train=1, num_val=3, image_size=(64, 96))
+    torch.manual_seed(0)
+    model = rtdetr.load_model("demo_seg", weights=None)
+    assert is_segmentation_model(model.model)
+    result = validate(model, root, "val", imgsz=160, batch=3, workers=0)
+    assert result.segm is not None and result.segm.num_images == result.num_images == 3
+    assert -1 <= result.segm.ap <= 1 and set(result.segm.per_class) == set(result.per_class)
+    boxes_only = validate(rtdetr.load_model("demo", weights=None), root, "val", imgsz=160, batch=3, workers=0)
+    assert boxes_only.segm is None and "segm" not in boxes_only.to_dict()

@@ -1,4 +1,4 @@
-"""Evaluation: COCO box metrics (AP50:95 and friends, per class) of detections."""
+"""Evaluation: COCO box and mask metrics (AP50:95 and friends, per class) of detections."""
 from rtdetr.eval.coco_eval import CocoEvaluator
 from rtdetr.eval.result import ClassAP, EvalResult
 

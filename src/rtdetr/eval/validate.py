@@ -23,11 +23,10 @@ from torch.utils.data import DataLoader
 from rtdetr.core import distributed as dist
 from rtdetr.core.sizes import check_imgsz
 from rtdetr.models.nn.detector import module_of
-from rtdetr.core.masks import encode_rle
 from rtdetr.models.postprocess import paste_masks, postprocess
 from rtdetr.eval.coco_eval import CocoEvaluator
 from rtdetr.eval.result import EvalResult
-from rtdetr.eval.segm import best_rows
+from rtdetr.eval.segm import best_rows, encode_masks
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -82,9 +81,8 @@ def with_mask_rles(det: dict, size_wh: torch.Tensor, limit: int | None = 100) ->
     rows = best_rows(det["scores"], limit)
     logits = det["masks"][torch.as_tensor(rows, device=det["masks"].device)]
     w, h = (int(v) for v in size_wh)
-    pasted = paste_masks(logits, (h, w)).cpu().numpy()
     rles: list[dict | None] = [None] * len(det["scores"])
-    for row, rle in zip(rows.tolist(), encode_rle(pasted)):
+    for row, rle in zip(rows.tolist(), encode_masks(paste_masks(logits, (h, w)))):
         rles[row] = rle
     return {**{k: v for k, v in det.items() if k != "masks"}, "rles": rles}
 
@@ -101,20 +99,28 @@ def validate(model, data: str | Path, split: str = "val", imgsz: int | tuple[int
              batch: int = 8, workers: int = 2, device: str | torch.device = "cpu",
              amp_dtype: torch.dtype | None = None) -> EvalResult:
     """COCO metrics of a loaded model (an `RTDETR`, a `Detector`, or an exported graph) on one
-    split of a data set. imgsz: network input size (default: an exported graph's fixed size, else 640)."""
+    split of a data set. imgsz: network input size (default: an exported graph's fixed size, else 640).
+    A segmentation model is scored on masks too (`.segm`), when the data set has segmentations."""
     from rtdetr.data import load_dataset
     from rtdetr.data.collate import collate_fn
     from rtdetr.data.transforms import val_transforms
 
     net = module_of(model)
     size = input_size(net, imgsz)
-    dataset = load_dataset(data, split, transforms=val_transforms(size))
+    dataset = load_dataset(data, split, transforms=val_transforms(size), masks=is_segmentation_model(net))
     names = getattr(model, "class_names", None)
     if names is not None and list(names) != list(dataset.class_names):
         raise ValueError(f"{getattr(model, 'source', 'the model')}: trained for classes {names}, "
                          f"but {data} ({split}) has {dataset.class_names}")
     loader = DataLoader(dataset, batch_size=batch, collate_fn=collate_fn, num_workers=workers)
     return evaluate(net, loader, CocoEvaluator.from_dataset(dataset), torch.device(device), amp_dtype)
+
+
+def is_segmentation_model(model) -> bool:
+    """Whether a model predicts masks: an `RTDETR` with a mask head, or an exported graph of one."""
+    if is_exported(model):
+        return bool(getattr(model, "segmentation", False))
+    return getattr(getattr(model, "cfg", None), "task", "detect") == "segment"
 
 
 def input_size(model, imgsz) -> tuple[int, int]:

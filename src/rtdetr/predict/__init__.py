@@ -2,13 +2,13 @@
 run), `Result`.
 
 Files, one concept each: video.py (video files), sources.py (what a source expands to),
-results.py (`Result`, `Boxes`), draw.py (annotated pictures), run.py (the run folder),
+results.py (`Result`, `Boxes`, `Masks`), draw.py (annotated pictures), run.py (the run folder),
 predictor.py (the pipeline); pictures are read by `rtdetr.core.images`.
 """
 from rtdetr.core.images import ImageReadError, read_image
 from rtdetr.predict.predictor import Predictions, Predictor, PredictWarning, predict
-from rtdetr.predict.results import Boxes, Result
+from rtdetr.predict.results import Boxes, Masks, Result
 from rtdetr.predict.sources import Failure, SourceError
 
-__all__ = ["Boxes", "Failure", "ImageReadError", "Predictions", "Predictor", "PredictWarning", "Result",
+__all__ = ["Boxes", "Failure", "ImageReadError", "Masks", "Predictions", "Predictor", "PredictWarning", "Result",
            "SourceError", "predict", "read_image"]

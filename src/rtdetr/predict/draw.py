@@ -1,4 +1,5 @@
-"""Drawing detections on a picture: a coloured box per detection, its class and score above it."""
+"""Drawing detections on a picture: a coloured box per detection, its class and score above it,
+over its mask (a translucent fill in the same colour) for segmentation models."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,13 +16,33 @@ def colour(label: int) -> tuple[int, int, int]:
     return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
+# Opacity of a mask's fill.
+MASK_ALPHA = 0.4
+
+
+def fill_masks(image: np.ndarray, masks: np.ndarray, labels: list[int], alpha: float = MASK_ALPHA) -> np.ndarray:
+    """A copy of `image` [H, W, 3] uint8 RGB with masks [N, H, W] bool blended in: each covered
+    pixel moves `alpha` of the way to its label's colour; the first mask (the best detection)
+    is blended last, so it lies on top. Pixels outside every mask keep their values."""
+    if masks.shape[0] != len(labels) or masks.shape[1:] != image.shape[:2]:
+        raise ValueError(f"masks {list(masks.shape)} for {len(labels)} labels on a picture of {list(image.shape[:2])}")
+    out = image.astype(np.float32)
+    for mask, label in reversed(list(zip(masks, labels))):
+        out[mask] = out[mask] * (1 - alpha) + np.asarray(colour(label), np.float32) * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def draw_detections(image: np.ndarray, boxes_xyxy: torch.Tensor, labels: list[int],
-                    texts: list[str] | None = None, line_width: int | None = None) -> np.ndarray:
+                    texts: list[str] | None = None, line_width: int | None = None,
+                    masks: np.ndarray | None = None) -> np.ndarray:
     """A copy of `image` [H, W, 3] uint8 RGB with boxes [N, 4] (x1, y1, x2, y2 pixels) drawn.
 
     Each box takes its label's colour; `texts[i]` (e.g. "person 0.92") is written on a filled
-    strip just above box i (inside it when the box touches the top edge).
+    strip just above box i (inside it when the box touches the top edge). masks [N, H, W] bool:
+    filled in first (`fill_masks`), under the boxes.
     """
+    if masks is not None:
+        image = fill_masks(image, masks, labels)
     img = Image.fromarray(image)
     h, w = image.shape[:2]
     lw = line_width or max(round((h + w) / 2 * 0.003), 2)

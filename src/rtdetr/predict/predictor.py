@@ -9,10 +9,13 @@
 Each picture goes through the official pre-processing (a plain bilinear resize to the network
 size, aspect ratio not kept, pixels / 255, RGB), the model, and the official post-processing
 (top `max_det` over queries x classes); detections scoring below `conf` are dropped and the
-boxes are scaled back, per axis, to the picture's own pixels.
+boxes are scaled back, per axis, to the picture's own pixels. A segmentation model's mask
+logits (1/4 of the network input) are upsampled to the picture's pixels for the kept detections
+only and thresholded: `Result.masks`.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +30,8 @@ from rtdetr.core.errors import ImageReadError
 from rtdetr.core.images import preprocess
 from rtdetr.core.sizes import check_imgsz
 from rtdetr.core.memory import reuse_large_allocations
-from rtdetr.predict.results import Boxes, Result
+from rtdetr.models.postprocess import paste_masks
+from rtdetr.predict.results import Boxes, Masks, Result
 from rtdetr.predict.run import RunWriter, next_run_dir
 from rtdetr.predict.sources import Failure, Frame, Source, count_pictures, expand, iter_frames
 from rtdetr.predict.video import is_video
@@ -63,12 +67,15 @@ class Predictor:
     exif:   turn photos upright by their EXIF orientation
     class_names: override the model's (default: its own, or COCO's 80 for an 80-class model)
     category_ids: label -> category id for the COCO JSON (default: COCO's ids with COCO's names)
+    mask_threshold: (segmentation models) a pixel belongs to a mask when its probability is above this
+    mask_crop: (segmentation models) also clear each mask's pixels outside its box
     """
 
     def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
                  decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
                  half: bool = False, exif: bool = True, class_names: list[str] | None = None,
-                 category_ids: list[int] | None = None, optimize: bool = True):
+                 category_ids: list[int] | None = None, optimize: bool = True,
+                 mask_threshold: float = 0.5, mask_crop: bool = False):
         if isinstance(model, (str, Path)):
             raise TypeError(f"Predictor takes a model, not {str(model)!r}: rtdetr.load_model({str(model)!r}).predict(...)")
         self.device = torch.device(device) if device is not None else _device_of(model)
@@ -76,6 +83,9 @@ class Predictor:
         if self.device.type == "cpu":
             reuse_large_allocations()  # see rtdetr.core.memory: up to 1.4x faster on large activations
         self.conf, self.max_det, self.exif = float(conf), int(max_det), exif
+        if not 0 < mask_threshold < 1:
+            raise ValueError(f"mask_threshold is a probability in (0, 1), got {mask_threshold}")
+        self.mask_threshold, self.mask_crop = float(mask_threshold), bool(mask_crop)
         # Default: the size an exported or optimised model was built for, else 640.
         self.imgsz = check_imgsz(imgsz if imgsz is not None else (getattr(model, "imgsz", None) or 640))
         if batch < 1:
@@ -178,11 +188,19 @@ class Predictor:
         return results
 
     def _result(self, frame: Frame, det: dict[str, torch.Tensor]) -> Result:
+        """One picture's Result from its detections ('masks': logits [k, h/4, w/4] of a
+        segmentation model, pasted here for the detections kept)."""
         keep = det["scores"] >= self.conf
         h, w = frame.image.shape[:2]
+        masks = None
+        if "masks" in det:
+            threshold = math.log(self.mask_threshold / (1 - self.mask_threshold))  # probability -> logit
+            boxes = det["boxes"][keep] if self.mask_crop else None
+            masks = Masks(paste_masks(det["masks"][keep], (h, w), threshold, boxes).cpu(), (h, w))
         return Result(boxes=Boxes(det["boxes"][keep].cpu(), (h, w)), scores=det["scores"][keep].cpu(),
                       labels=det["labels"][keep].cpu(), names=self.names, orig_img=frame.image,
-                      path=frame.path, frame=frame.frame, index=frame.index, category_ids=self.category_ids)
+                      path=frame.path, frame=frame.frame, index=frame.index, category_ids=self.category_ids,
+                      masks=masks)
 
     def _sync(self) -> float:
         if self.device.type == "cuda":
@@ -193,13 +211,15 @@ class Predictor:
 def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
             decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
             half: bool = False, exif: bool = True, class_names: list[str] | None = None,
-            category_ids: list[int] | None = None, optimize: bool = True, stream: bool = False, save: bool = False,
-            save_images: bool = True, out: str | Path | None = None, project: str | Path = "runs/predict",
-            name: str = "exp", progress: bool | None = None) -> Predictions | Iterator[Result]:
+            category_ids: list[int] | None = None, optimize: bool = True, mask_threshold: float = 0.5,
+            mask_crop: bool = False, stream: bool = False, save: bool = False, save_images: bool = True,
+            out: str | Path | None = None, project: str | Path = "runs/predict", name: str = "exp",
+            progress: bool | None = None) -> Predictions | Iterator[Result]:
     """Predict with `model` on `source` in one call; the arguments are `Predictor`'s and `Predictor.__call__`'s."""
     predictor = Predictor(model, conf=conf, imgsz=imgsz, batch=batch, decoder_layers=decoder_layers,
                           max_det=max_det, device=device, half=half, exif=exif, class_names=class_names,
-                          category_ids=category_ids, optimize=optimize)
+                          category_ids=category_ids, optimize=optimize, mask_threshold=mask_threshold,
+                          mask_crop=mask_crop)
     return predictor(source, stream=stream, save=save, save_images=save_images, out=out, project=project,
                      name=name, progress=progress)
 

@@ -1,4 +1,5 @@
-"""What prediction gives back for one picture: `Result`, with its boxes in several formats.
+"""What prediction gives back for one picture: `Result`, with its boxes in several formats (and,
+for segmentation models, its instance masks: `Masks`).
 
 All boxes are in the pixels of the *original* picture (as read, EXIF rotation applied), not
 of the network input. Box formats, for N boxes (each a float tensor [N, 4]):
@@ -9,6 +10,13 @@ of the network input. Box formats, for N boxes (each a float tensor [N, 4]):
     xyxyn, xywhn                      the same divided by the picture's width and height
 
 Boxes are the detector's own and are not clipped to the picture (as the official code).
+
+Masks (segmentation models only; `Result.masks` is None for detection models), one per box,
+in the same pixels:
+
+    data      bool [N, H, W]            the picture's pixels each mask covers
+    rle       N COCO RLE dicts          {"size": [H, W], "counts": str} (COCO's "segmentation")
+    polygons  N lists of polygons       [[x0, y0, x1, y1, ...], ...] outer contours (needs OpenCV)
 """
 from __future__ import annotations
 
@@ -17,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from rtdetr.core.masks import decode_rle, encode_rle, mask_to_polygons
 
 
 def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
@@ -91,6 +101,56 @@ class Boxes:
         return f"Boxes(xyxy={self.xyxy.tolist()}, orig_shape={self.orig_shape})"
 
 
+class Masks:
+    """N instance masks of one picture of size `orig_shape` (h, w), in its own pixels.
+
+    data: bool [N, H, W] (a CPU tensor); see the module docstring for `rle` and `polygons`.
+    """
+
+    def __init__(self, data: torch.Tensor | np.ndarray, orig_shape: tuple[int, int] | None = None):
+        data = torch.as_tensor(data).to("cpu", torch.bool)
+        if data.ndim != 3:
+            raise ValueError(f"masks must be [N, H, W], got shape {list(data.shape)}")
+        self.data = data
+        self.orig_shape = tuple(int(v) for v in (orig_shape if orig_shape is not None else data.shape[1:]))
+        if tuple(data.shape[1:]) != self.orig_shape:
+            raise ValueError(f"masks of {data.shape[1]}x{data.shape[2]} for a picture of "
+                             f"{self.orig_shape[0]}x{self.orig_shape[1]} (h x w)")
+        self._rle: list[dict] | None = None
+
+    @classmethod
+    def from_rle(cls, rles: list[dict], orig_shape: tuple[int, int]) -> Masks:
+        """From COCO RLE dicts (compressed or not) of the picture's size."""
+        if not rles:
+            return cls(torch.zeros((0, *orig_shape), dtype=torch.bool), orig_shape)
+        return cls(torch.from_numpy(decode_rle(list(rles))), orig_shape)
+
+    @property
+    def rle(self) -> list[dict]:
+        """COCO compressed RLE per mask, `counts` as str (JSON-ready); computed once."""
+        if self._rle is None:
+            self._rle = encode_rle(self.data.numpy()) if len(self) else []
+        return self._rle
+
+    @property
+    def polygons(self) -> list[list[list[float]]]:
+        """Per mask its outer contours as COCO polygons [[x0, y0, x1, y1, ...], ...] in pixels
+        (holes are lost); needs OpenCV (an ImportError saying how to install it otherwise)."""
+        return [mask_to_polygons(m) for m in self.data.numpy()]
+
+    @property
+    def area(self) -> torch.Tensor:
+        """Pixels per mask: int64 [N]."""
+        return self.data.flatten(1).sum(1)
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def __repr__(self) -> str:
+        h, w = self.orig_shape
+        return f"Masks({len(self)} mask{'' if len(self) == 1 else 's'} of {w}x{h})"
+
+
 @dataclass
 class Result:
     """The detections in one picture, best score first.
@@ -103,6 +163,8 @@ class Result:
     path:   the file it came from (None for in-memory pictures); `frame`: frame number in a video
     category_ids: label -> data-set category id for `to_coco` (COCO's 1..90 for COCO models)
     speed:  milliseconds per picture for 'preprocess', 'inference', 'postprocess'
+    masks:  `Masks` (.data bool [N, H, W], .rle, .polygons) of a segmentation model, one per box;
+            None for detection models
     """
 
     boxes: Boxes
@@ -115,6 +177,7 @@ class Result:
     index: int = 0
     category_ids: list[int] | None = None
     speed: dict[str, float] = field(default_factory=dict)
+    masks: Masks | None = None
 
     @property
     def orig_shape(self) -> tuple[int, int]:
@@ -151,17 +214,21 @@ class Result:
         h, w = self.orig_shape
         return f"Result({where}: {w}x{h}, {found})"
 
-    def plot(self, labels: bool = True, scores: bool = True, line_width: int | None = None) -> np.ndarray:
-        """The picture with its boxes drawn: [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view)."""
+    def plot(self, labels: bool = True, scores: bool = True, line_width: int | None = None,
+             masks: bool = True) -> np.ndarray:
+        """The picture with its boxes drawn, over its masks (translucent fills in the class colour,
+        when it has masks and masks=True): [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view)."""
         from rtdetr.predict.draw import draw_detections
         texts = None
         if labels or scores:
             texts = [" ".join(t for t in ((n if labels else ""), (f"{s:.2f}" if scores else "")) if t)
                      for n, s in zip(self.class_names, self.scores.tolist())]
-        return draw_detections(self.orig_img, self.boxes.xyxy, self.labels.tolist(), texts, line_width)
+        fills = self.masks.data.numpy() if masks and self.masks is not None else None
+        return draw_detections(self.orig_img, self.boxes.xyxy, self.labels.tolist(), texts, line_width, fills)
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the annotated picture (`plot()`) to `path` (default: `<name>_pred.<ext>` here); returns the path."""
+        """Write the annotated picture (`plot()`: boxes, and masks if any) to `path` (default:
+        `<name>_pred.<ext>` here); returns the path."""
         from PIL import Image
         if path is None:
             p = Path(self.name)
@@ -172,14 +239,19 @@ class Result:
         return path
 
     def to_coco(self, image_id: int | str, category_ids: list[int] | None = None) -> list[dict]:
-        """The detections in COCO results format: [{"image_id", "category_id", "bbox" [x, y, w, h], "score"}].
+        """The detections in COCO results format: [{"image_id", "category_id", "bbox" [x, y, w, h], "score"}],
+        with "segmentation" (compressed RLE, str counts) too when there are masks.
 
         category_ids maps labels to category ids (default: this result's own, e.g. COCO's 1..90;
         without any, the label itself).
         """
         ids = category_ids if category_ids is not None else self.category_ids
-        return [{"image_id": image_id,
+        coco = [{"image_id": image_id,
                  "category_id": int(ids[label]) if ids is not None else int(label),
                  "bbox": [round(float(v), 3) for v in box],
                  "score": round(float(score), 5)}
                 for box, score, label in zip(self.boxes.ltwh.tolist(), self.scores.tolist(), self.labels.tolist())]
+        if self.masks is not None:
+            for d, rle in zip(coco, self.masks.rle, strict=True):
+                d["segmentation"] = rle
+        return coco

@@ -3,7 +3,8 @@
 It holds:
     <name of each picture>      the annotated picture (`<video stem>.mp4` for a video)
     predictions.json            every detection in COCO results format (what pycocotools'
-                                `COCO.loadRes` reads): [{"image_id", "category_id", "bbox", "score"}]
+                                `COCO.loadRes` reads): [{"image_id", "category_id", "bbox", "score"}],
+                                plus "segmentation" (compressed RLE) for a segmentation model
     images.json                 {"images": [{"id", "file_name", "width", "height"[, "frame"]}],
                                  "categories": [{"id", "name"}]}: what the ids mean
     failures.txt                one line per input that could not be read (only when some failed)
