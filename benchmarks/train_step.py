@@ -3,6 +3,10 @@ AdamW + EMA, in fp32 and with bf16 autocast, each in its own process (for its pe
 
     .venv/bin/python benchmarks/train_step.py --model rtdetrv2_r18vd --size 640 --batch 2 --steps 8
     .venv/bin/python benchmarks/train_step.py --model rtdetrv2_r18vd deim_hgnetv2_s --amp off --rounds 2
+    .venv/bin/python benchmarks/train_step.py --model rtdetrv2_r18vd rtdetrv2_r18vd_seg --amp off   # masks' cost
+
+A segmentation model (`*_seg`) trains with the mask loss and matching costs of a segmentation
+run (`rtdetr.train.build.make_criterion`), its targets holding a filled-ellipse mask per object.
 
 Several models are run in alternation, `--rounds` times each (one process per run), and each
 one's ratio to the first model is printed: the machine's load then affects all alike.
@@ -36,10 +40,16 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
 
     reuse_large_allocations()  # as the trainer does (rtdetr.core.memory)
     torch.manual_seed(0)
-    model = rtdetr.create_model(model_name).train()
+    model = rtdetr.create_model(model_name, num_classes=80).train()
     recipe = get_recipe(model_name)  # the model's own losses (D-FINE family: mal/vfl, boxes, local)
-    criterion = RTDETRCriterion(80, HungarianMatcher(), weight_dict=recipe.loss_weights, gamma=recipe.loss_gamma,
-                                losses=recipe.losses, use_union_set=recipe.loss_union_set)
+    segment = model.cfg.task == "segment"
+    losses, weights, matcher = recipe.losses, dict(recipe.loss_weights), HungarianMatcher()
+    if segment:  # as rtdetr.train.build.make_criterion does for a segmentation run
+        losses, matcher = losses + ("masks",), HungarianMatcher(cost_mask=recipe.mask_weights[0],
+                                                                 cost_dice=recipe.mask_weights[1])
+        weights.update(loss_mask=recipe.mask_weights[0], loss_dice=recipe.mask_weights[1])
+    criterion = RTDETRCriterion(80, matcher, weight_dict=weights, gamma=recipe.loss_gamma,
+                                losses=losses, use_union_set=recipe.loss_union_set)
     optimizer = make_optimizer(model, recipe)
     ema = ModelEMA(model)
     g = torch.Generator().manual_seed(0)
@@ -47,6 +57,11 @@ def one_config(model_name: str, size: int, batch: int, steps: int, amp: str) -> 
     targets = [{"labels": torch.randint(0, 80, (6,), generator=g),
                 "boxes": torch.cat([torch.rand(6, 2, generator=g) * 0.6 + 0.2, torch.rand(6, 2, generator=g) * 0.3 + 0.05], 1)}
                for _ in range(batch)]
+    if segment:
+        ys, xs = torch.meshgrid((torch.arange(size) + 0.5) / size, (torch.arange(size) + 0.5) / size, indexing="ij")
+        for t in targets:  # the ellipse inscribed in each box, at the input's resolution
+            cx, cy, w, h = (v[:, None, None] for v in t["boxes"].unbind(-1))
+            t["masks"] = (((xs - cx) / (w / 2)) ** 2 + ((ys - cy) / (h / 2)) ** 2 <= 1).to(torch.uint8)
     dtype = torch.bfloat16 if amp == "bf16" else None
     rows = []
     for _ in range(steps):
@@ -101,11 +116,11 @@ def main() -> None:
     first = {r["amp"]: r["step_s"] for r in results if r["model"] == args.model[0]}
     print(f"{args.size}x{args.size} batch {args.batch}, {torch.get_num_threads()} threads, median of "
           f"{results[0]['timed_steps']} steps after 2 warm-up, {args.rounds} alternating run(s) each")
-    print(f"{'model':<18} {'precision':<10} {'terms':>5} {'step s':>7} {'x ' + args.model[0]:>18} {'fwd+loss s':>10} "
+    print(f"{'model':<20} {'precision':<10} {'terms':>5} {'step s':>7} {'x ' + args.model[0]:>18} {'fwd+loss s':>10} "
           f"{'backward s':>10} {'update s':>9} {'peak GB':>8}")
     for r in results:
         r["ratio_to_first"] = r["step_s"] / first[r["amp"]]
-        print(f"{r['model']:<18} {r['amp']:<10} {r['loss_terms']:>5} {r['step_s']:>7.2f} {r['ratio_to_first']:>18.2f} "
+        print(f"{r['model']:<20} {r['amp']:<10} {r['loss_terms']:>5} {r['step_s']:>7.2f} {r['ratio_to_first']:>18.2f} "
               f"{r['forward_s']:>10.2f} {r['backward_s']:>10.2f} {r['update_s']:>9.2f} {r['peak_rss_gb']:>8.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"torch": torch.__version__, "results": results,

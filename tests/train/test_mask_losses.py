@@ -81,7 +81,7 @@ def test_level_loss_at_every_pixel_centre_equals_the_dense_loss(monkeypatch):
     targets = [{"masks": m} for m in masks]
     indices = [(torch.tensor([4, 0]), torch.tensor([2, 0])), (torch.tensor([1]), torch.tensor([1]))]
     grid = pixel_centres(h, w)
-    monkeypatch.setattr(mask_losses, "uncertain_coords", lambda f, q, *a: grid.expand(q.shape[0], -1, -1))
+    monkeypatch.setattr(mask_losses, "uncertain_coords", lambda maps, *a: grid.expand(maps.shape[0], -1, -1))
     got = level_mask_losses(mask_queries, mask_features, targets, indices, num_boxes=2.5)
 
     dense_logits, dense_truth = [], []
@@ -101,10 +101,9 @@ def test_level_loss_at_every_pixel_centre_equals_the_dense_loss(monkeypatch):
 def test_uncertain_points_are_the_most_uncertain_candidates():
     # logit = 40 * (x - 0.5): the uncertain points are those near x = 0.5.
     w = 64
-    features = (torch.arange(w) + 0.5).div(w).sub(0.5).mul(40).expand(1, 4, w)   # [C=1, h=4, w]
-    query = torch.ones(1, 1)
+    logit_map = (torch.arange(w) + 0.5).div(w).sub(0.5).mul(40).expand(1, 4, w)   # [m=1, h=4, w]
     torch.manual_seed(3)
-    coords = mask_losses.uncertain_coords(features, query, points=100, oversample=3.0, importance=0.75)
+    coords = mask_losses.uncertain_coords(logit_map, points=100, oversample=3.0, importance=0.75)
     torch.manual_seed(3)
     candidates = torch.rand(1, 300, 2)
     distance = (candidates[0, :, 0] - 0.5).abs()
@@ -114,6 +113,17 @@ def test_uncertain_points_are_the_most_uncertain_candidates():
     # |logit| is monotone in |x - 0.5| (linear between cell centres, border cells repeated in y), so
     # the 75 picked are the 75 closest candidates; 1e-6 covers the float rounding of the sampling.
     assert (picked <= threshold + 1e-6).all()
+
+
+def test_targets_are_read_at_the_pixel_each_point_falls_in():
+    masks = torch.zeros(1, 4, 6, dtype=torch.uint8)
+    masks[0, 1, 4] = 1
+    coords = torch.tensor([[[4.5 / 6, 1.5 / 4], [4.01 / 6, 1.99 / 4], [3.99 / 6, 1.5 / 4], [1.0, 1.0]]])
+    assert point_targets_of(masks, coords) == [1.0, 1.0, 0.0, 0.0]
+
+
+def point_targets_of(masks, coords):
+    return mask_losses.point_targets(masks, coords)[0].tolist()
 
 
 def test_no_objects_gives_zero_losses_with_gradient():

@@ -59,6 +59,12 @@ class TrainResult:
     stopped_early: bool
 
 
+def fitness(result: EvalResult) -> float:
+    """What picks the best epoch and drives early stopping: the mask AP50:95 of a segmentation
+    model's validation, else the box AP50:95."""
+    return result.segm.ap if getattr(result, "segm", None) is not None else result.ap
+
+
 class Trainer(StepMixin, CheckpointMixin):
     """One training run of the effective configuration of `cfg` (`resolve.resolve`: fields left
     None take the recipe's values), kept in `self.cfg`.
@@ -152,6 +158,8 @@ class Trainer(StepMixin, CheckpointMixin):
         if cfg.resume:
             self._load_resume()
         columns = [c for fn in self.extra_losses for c in getattr(fn, "columns", ())]
+        if self.task == "segment":
+            columns += ["loss_mask", "loss_dice", "mask_ap", "mask_ap50", "mask_ap75"]
         self.logger = RunLogger(self.run_dir, extra_columns=columns) if dist.is_main() else None
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +282,7 @@ class Trainer(StepMixin, CheckpointMixin):
         best = (None, "", None)
         for name, model in candidates:
             result = evaluate(model, self.val_loader, self.evaluator, self.device, self.amp_dtype)
-            if dist.is_main() and (best[0] is None or result.ap > best[0].ap):
+            if dist.is_main() and (best[0] is None or fitness(result) > fitness(best[0])):
                 best = (result, name, model.state_dict())
         return dist.broadcast_object(best[0]) if dist.world_size() > 1 else best[0], best[1], best[2]
 
@@ -291,7 +299,7 @@ class Trainer(StepMixin, CheckpointMixin):
                 columns.update(fn.end_epoch(epoch))
         stop = False
         if result is not None:
-            improved, stop = record_validation(st, result.ap, epoch, cfg.min_delta, cfg.patience)
+            improved, stop = record_validation(st, fitness(result), epoch, cfg.min_delta, cfg.patience)
             if improved:
                 self.save_best(weights, result)
             self.after_validation(epoch, improved)
@@ -299,12 +307,17 @@ class Trainer(StepMixin, CheckpointMixin):
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "weights": which,
                    "time_s": round(time.time() - started, 1), **{k: means.get(k, float("nan")) for k in
                                                                   ("loss", "loss_vfl", "loss_bbox", "loss_giou")},
+                   **({k: means.get(k, float("nan")) for k in ("loss_mask", "loss_dice")} if self.task == "segment" else {}),
                    **columns}
             if self.distillation is not None:
                 print(distill_line(self.distillation))
             if result is not None:
                 row.update({k: getattr(result, k) for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")})
-                print(f"epoch {epoch + 1}: AP50:95 {result.ap:.4f}  AP50 {result.ap50:.4f}  ({which} weights)")
+                masks = ""
+                if result.segm is not None:
+                    row.update({f"mask_{k}": getattr(result.segm, k) for k in ("ap", "ap50", "ap75")})
+                    masks = f"  masks AP50:95 {result.segm.ap:.4f}  AP50 {result.segm.ap50:.4f}"
+                print(f"epoch {epoch + 1}: AP50:95 {result.ap:.4f}  AP50 {result.ap50:.4f}{masks}  ({which} weights)")
             self.logger.epoch(row)
         st.update(epoch=epoch + 1, step_in_epoch=0, sums={}, count=0)
         self.plan_epochs(time.time() - started)
