@@ -95,7 +95,7 @@ def fuse_model(model: nn.Module) -> nn.Module:
     otherwise silently keep running its norm.
     """
     _fuse_children(model)
-    if callable(getattr(model, "fuse", None)):
+    if _can_fuse(model):
         model = model.fuse()
     left = [name or type(model).__name__ for name, m in model.named_modules() if isinstance(m, BatchNorms)]
     if left:
@@ -106,5 +106,11 @@ def fuse_model(model: nn.Module) -> nn.Module:
 def _fuse_children(module: nn.Module) -> None:
     for name, child in module.named_children():
         _fuse_children(child)
-        if callable(getattr(child, "fuse", None)):
+        if _can_fuse(child):
             setattr(module, name, child.fuse())
+
+
+def _can_fuse(module: nn.Module) -> bool:
+    """Whether the module's class defines a `fuse()` method (looked up on the class: a submodule
+    named `fuse`, e.g. the mask head's `PixelDecoder.fuse` conv, is not one)."""
+    return callable(getattr(type(module), "fuse", None))

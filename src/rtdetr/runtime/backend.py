@@ -2,6 +2,7 @@
 
     backend = as_backend(model)                       # an RTDETR, a Detector, or an exported graph
     dets = backend.detect(images, orig_sizes_wh)      # per image {'labels', 'boxes', 'scores'}
+                                                      # (+ 'masks' logits for segmentation models)
 
 `Backend` is what prediction, evaluation and the benchmark call: `TorchBackend` (eager, or the
 fused inference copy), `OnnxRuntimeModel`, `OpenVinoModel` and `TensorRTModel` (exported.py,
@@ -19,13 +20,19 @@ from torch import nn
 from rtdetr.models.nn.detector import RTDETR, module_of
 from rtdetr.models.postprocess import postprocess
 from rtdetr.runtime.fused import inference_copy
+from rtdetr.runtime.graph import MASK_RAW_OUTPUTS, RAW_OUTPUTS
 
 
 @runtime_checkable
 class Backend(Protocol):
     """Runs a detector: images [B, 3, H, W] float RGB in [0, 1] (pre-processed) and the sizes
     [B, 2] (width, height) to scale boxes to -> per image {'labels' [k] int64, 'boxes' [k, 4]
-    xyxy pixels, 'scores' [k]}, best first (k = num_top)."""
+    xyxy pixels, 'scores' [k]}, best first (k = num_top).
+
+    A segmentation model's dicts also hold 'masks' [k, H/4, W/4] float32 mask LOGITS at 1/4 of
+    the network input, row for row with 'boxes' (a mask is logit > 0); the caller brings them to
+    the picture with `rtdetr.models.postprocess.paste_masks(masks, (height, width))`.
+    """
 
     num_classes: int
     imgsz: tuple[int, int] | None  # the one input size it takes, or None for any multiple of 32
@@ -72,14 +79,15 @@ class TorchBackend:
         return inference_copy(self.model, hw, self.decoder_layers)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw outputs {'pred_logits', 'pred_boxes'} (float32) of images [B, 3, H, W]."""
+        """Raw outputs {'pred_logits', 'pred_boxes'} (float32) of images [B, 3, H, W]; a
+        segmentation model's also 'mask_features' [B, D, H/4, W/4] and 'mask_queries' [B, Q, D]."""
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with torch.inference_mode(), autocast:
             if self.fused:
                 out = self._fused_copy(tuple(images.shape[-2:]))(images)
             else:
                 out = self.model(images, num_decoder_layers=self.decoder_layers)
-        return {k: out[k].float() for k in ("pred_logits", "pred_boxes")}
+        return {k: out[k].float() for k in RAW_OUTPUTS + MASK_RAW_OUTPUTS if k in out}
 
     def detect(self, images, orig_sizes_wh, num_top: int | None = None,
                category_ids: list[int] | None = None) -> list[dict[str, torch.Tensor]]:

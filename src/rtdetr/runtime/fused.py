@@ -2,12 +2,13 @@
 
     fast = optimize_for_inference(model, imgsz=(640, 640))
     out = fast(x)                    # x [B, 3, 640, 640] -> {'pred_logits', 'pred_boxes'}, as model(x) in eval mode
+                                     # (+ 'mask_features', 'mask_queries' with a mask head)
 
 The copy runs the model's own modules and their one forward; making it changes only what those
 modules hold, each step exact (same outputs within float rounding, < 1e-4):
 - `fuse_model` (models/reparam.py): every conv + batch norm (plain or frozen) becomes one conv
   with bias, and every RepVGG block one 3x3 conv, through each block's `fuse()`: the norms are
-  fixed affine maps at inference;
+  fixed affine maps at inference (the mask head's pixel decoder too);
 - `decoder.keep_layers`: only the layers up to the chosen exit and their heads stay; the
   denoising embedding (training only) goes;
 - `fix_size`: the AIFI position embedding, the anchors and the valid mask become buffers
@@ -77,9 +78,12 @@ def optimize_for_inference(model: RTDETR, imgsz: int | tuple[int, int] = (640, 6
     use_self_attention(src)
     # Reduced precision only for the convolutional trunk (most of the time): query selection
     # and the decoder's sampling locations need float32 (bfloat16 locations are off by up to
-    # a third of a cell on an 80-cell map).
+    # a third of a cell on an 80-cell map). A mask head's pixel decoder is convolutional too
+    # (its features come out float32); its query embedding stays with the decoder, float32.
     src.backbone.to(dtype=dtype)
     src.encoder.to(dtype=dtype)
+    if src.mask_head is not None:
+        src.mask_head.pixel_decoder.to(dtype=dtype)
     if channels_last:
         src = src.to(memory_format=torch.channels_last)  # conv weights; the input is converted per call
     if onednn:  # after the dtype cast: these check the weights' dtype
@@ -111,11 +115,13 @@ def inference_copy(model: RTDETR, imgsz: tuple[int, int], decoder_layers: int | 
 
 
 class OptimizedRTDETR(nn.Module):
-    """`forward(x [B, 3, H, W])` -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4]} for the fixed (H, W).
+    """`forward(x [B, 3, H, W])` -> {'pred_logits' [B, Q, K], 'pred_boxes' [B, Q, 4]} for the fixed
+    (H, W); with a mask head also 'mask_features' [B, D, H/4, W/4] and 'mask_queries' [B, Q, D]
+    (float32), as `RTDETR` in eval mode.
 
-    Holds the prepared model's backbone, encoder and decoder (their own forwards run) and keeps
-    its `cfg` and `num_classes`; `imgsz` is the one input size, `dtype` the input (and backbone /
-    encoder) dtype.
+    Holds the prepared model's backbone, encoder, decoder and mask head (None for a detector;
+    their own forwards run) and keeps its `cfg` and `num_classes`; `imgsz` is the one input size,
+    `dtype` the input (and backbone / encoder / pixel decoder) dtype.
     """
 
     def __init__(self, model: RTDETR, imgsz: tuple[int, int], dtype: torch.dtype, channels_last: bool):
@@ -127,6 +133,7 @@ class OptimizedRTDETR(nn.Module):
         self.backbone = model.backbone
         self.encoder = model.encoder
         self.decoder = model.decoder
+        self.mask_head = model.mask_head
 
     @property
     def num_classes(self) -> int:
@@ -150,4 +157,8 @@ class OptimizedRTDETR(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.encoder(self.backbone(x))
-        return self.decoder([f.float() for f in feats])  # no-op in float32; see `optimize_for_inference(dtype=...)`
+        out = self.decoder([f.float() for f in feats])  # no-op in float32; see `optimize_for_inference(dtype=...)`
+        if self.mask_head is not None:  # the pixel decoder takes the maps in `dtype`
+            out = self.mask_head(feats, out)
+            out["mask_features"] = out["mask_features"].float()
+        return out

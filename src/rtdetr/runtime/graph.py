@@ -1,5 +1,8 @@
 """What an exported graph holds besides its operations: its output names and the `rtdetr.*`
-metadata strings (architecture name, classes, input size, post-processing) export writes."""
+metadata strings (architecture name, classes, input size, post-processing, task) export writes.
+
+A segmentation graph is told by its output names: `masks` beside the detections, or the mask
+factors beside the raw outputs (`is_segmentation`); its metadata also says task "segment"."""
 from __future__ import annotations
 
 import json
@@ -9,6 +12,14 @@ from rtdetr.core.errors import require
 
 RAW_OUTPUTS = ("pred_logits", "pred_boxes")
 DETECTION_OUTPUTS = ("labels", "boxes", "scores")
+MASK_RAW_OUTPUTS = ("mask_features", "mask_queries")  # [N, D, H/4, W/4], [N, Q, D]
+MASK_OUTPUT = "masks"                                  # [N, K, H/4, W/4] float32 mask logits
+
+
+def is_segmentation(output_names) -> bool:
+    """Whether a graph with these outputs gives masks: `masks`, or both mask factors."""
+    names = set(output_names)
+    return MASK_OUTPUT in names or names >= set(MASK_RAW_OUTPUTS)
 
 
 def read_metadata(path: str | Path) -> dict:
