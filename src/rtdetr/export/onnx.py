@@ -16,6 +16,16 @@ With postprocess=False: input `images` only; outputs `pred_logits` [N, Q, classe
 `pred_boxes` [N, Q, 4] (cx, cy, w, h normalised), what `model(x)` returns. keep_raw=True
 gives both: the detections, then the raw outputs (to check a runtime against PyTorch).
 
+A segmentation model (`*_seg`, a mask head) adds, after the detections,
+             masks              [N, K, H/4, W/4] float32, each detection's mask LOGITS (a mask
+                                is logit > 0), row for row with `boxes`
+and to the raw outputs `mask_features` [N, D, H/4, W/4] and `mask_queries` [N, Q, D] (the
+factors: logits = einsum("nqd,ndhw->nqhw")); its metadata says `rtdetr.task` "segment", and
+the runtimes tell a segmentation graph by those output names. The masks stay at 1/4 of the
+input inside the graph: bringing them to a picture (`rtdetr.models.postprocess.paste_masks`,
+bilinear, then the threshold) is the caller's, outside it. Only the K kept detections' logits
+are computed (a gather of K query embeddings, then one Einsum).
+
 Which exporter, and why (torch 2.14.1, rtdetrv2_r18vd and _dsp at 640x640, 2 CPU threads):
 - The TorchScript exporter (`dynamo=False`; the default here for fixed sizes) exports r18 in
   2-9 s, needs no package beyond onnx, and keeps PyTorch's operations one for one: ONNX
@@ -54,7 +64,8 @@ from rtdetr.core.errors import require
 from rtdetr.models.nn.detector import module_of
 from rtdetr.models.nn.position import SizeCache
 from rtdetr.models.postprocess import postprocess_batched
-from rtdetr.runtime.graph import DETECTION_OUTPUTS, RAW_OUTPUTS
+from rtdetr.models.nn.mask_head import MASK_STRIDE
+from rtdetr.runtime.graph import DETECTION_OUTPUTS, MASK_OUTPUT, MASK_RAW_OUTPUTS, RAW_OUTPUTS
 from rtdetr.core.sizes import check_imgsz
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's native opset; lower ones go through a lossy converter
@@ -63,7 +74,11 @@ DYNAMO_MIN_OPSET = 18  # the dynamo exporter's native opset; lower ones go throu
 
 
 class DeployGraph(nn.Module):
-    """What gets exported: the detector, then (optionally) the post-processing, with tensor outputs."""
+    """What gets exported: the detector, then (optionally) the post-processing, with tensor outputs.
+
+    A segmentation model (one with a mask head) also outputs `masks` (the detections' mask
+    logits), or the mask factors `mask_features`, `mask_queries` among its raw outputs.
+    """
 
     def __init__(self, model: nn.Module, postprocess: bool = True, num_top: int = 300,
                  decoder_layers: int | None = None, keep_raw: bool = False):
@@ -73,31 +88,47 @@ class DeployGraph(nn.Module):
         self.num_top = num_top
         self.decoder_layers = decoder_layers
         self.keep_raw = keep_raw and postprocess
+        self.masks = getattr(model, "mask_head", None) is not None
+
+    def raw_names(self) -> list[str]:
+        return list(RAW_OUTPUTS) + (list(MASK_RAW_OUTPUTS) if self.masks else [])
 
     def output_names(self) -> list[str]:
         if not self.postprocess:
-            return list(RAW_OUTPUTS)
-        return list(DETECTION_OUTPUTS) + (list(RAW_OUTPUTS) if self.keep_raw else [])
+            return self.raw_names()
+        detections = list(DETECTION_OUTPUTS) + ([MASK_OUTPUT] if self.masks else [])
+        return detections + (self.raw_names() if self.keep_raw else [])
 
-    def output_shapes(self, batch: int) -> list[list[int]]:
-        """The shape of each output for `batch` images (they do not depend on the input size)."""
+    def output_shapes(self, batch: int, hw: tuple[int, int] | None) -> list[list[int | None]]:
+        """The shape of each output for `batch` images of hw = (H, W) (None: any size). Only the
+        masks and mask features depend on the size: H/4 x W/4, None when it is dynamic."""
         q, c = self.model.cfg.decoder.num_queries, self.model.cfg.num_classes
         raw = [[batch, q, c], [batch, q, 4]]
+        grid = [hw[0] // MASK_STRIDE, hw[1] // MASK_STRIDE] if hw is not None else [None, None]
+        if self.masks:
+            dim = self.model.mask_head.dim
+            raw += [[batch, dim, *grid], [batch, q, dim]]
         if not self.postprocess:
             return raw
         k = min(self.num_top, q * c)
-        return [[batch, k], [batch, k, 4], [batch, k]] + (raw if self.keep_raw else [])
+        detections = [[batch, k], [batch, k, 4], [batch, k]] + ([[batch, k, *grid]] if self.masks else [])
+        return detections + (raw if self.keep_raw else [])
 
     def forward(self, images: torch.Tensor, orig_target_sizes: torch.Tensor | None = None):
         if self.decoder_layers is None:
             out = self.model(images)
         else:
             out = self.model(images, num_decoder_layers=self.decoder_layers)
-        raw = out["pred_logits"], out["pred_boxes"]
+        raw = tuple(out[name] for name in self.raw_names())
         if not self.postprocess:
             return raw
-        detections = postprocess_batched(*raw, orig_target_sizes, self.num_top)
+        detections = postprocess_batched(*raw[:2], orig_target_sizes, self.num_top, *_factors(out, self.masks))
         return detections + raw if self.keep_raw else detections
+
+
+def _factors(out: dict, masks: bool) -> tuple:
+    """(mask_queries, mask_features) in `postprocess_batched`'s order, or () for a detector."""
+    return (out["mask_queries"], out["mask_features"]) if masks else ()
 
 
 def export_onnx(model, path: str | Path, imgsz: int | tuple[int, int] = (640, 640), *,
@@ -151,7 +182,7 @@ def export_onnx(model, path: str | Path, imgsz: int | tuple[int, int] = (640, 64
         model.train(was_training)
 
     meta = _metadata(facade, graph, (h, w), dynamic_batch, dynamic_hw, use_dynamo)
-    _finish(path, meta, graph.output_shapes(batch=1), dynamic_batch)
+    _finish(path, meta, graph.output_shapes(batch=1, hw=None if dynamic_hw else (h, w)), dynamic_batch)
     if check:
         onnx.checker.check_model(str(path), full_check=True)
     return path
@@ -237,14 +268,17 @@ def _metadata(model: nn.Module, graph: DeployGraph, imgsz: tuple[int, int], dyna
         "exporter": "dynamo" if dynamo else "torchscript",
         "torch": torch.__version__,
     }
+    if graph.masks:  # (a detector's metadata stays as it was: no key means "detect")
+        meta["task"] = "segment"
     return {f"rtdetr.{k}": json.dumps(v) for k, v in meta.items()}
 
 
-def _finish(path: Path, meta: dict[str, str], output_shapes: list[list[int]], dynamic_batch: bool) -> None:
+def _finish(path: Path, meta: dict[str, str], output_shapes: list[list[int | None]], dynamic_batch: bool) -> None:
     """Store the metadata, and write the outputs' fixed sizes into the graph's declared shapes.
 
     (The TorchScript exporter names every output dimension it could not infer, K = 300
-    included; the sizes after the batch do not depend on the input size.)
+    included; the sizes after the batch do not depend on the input size, except the masks'
+    H/4 x W/4, left to the exporter (None) when H and W are dynamic.)
     """
     onnx = require("onnx")
     proto = onnx.load(str(path))
@@ -253,7 +287,7 @@ def _finish(path: Path, meta: dict[str, str], output_shapes: list[list[int]], dy
         for i, (dim, size) in enumerate(zip(value.type.tensor_type.shape.dim, shape)):
             if i == 0 and dynamic_batch:
                 dim.dim_param = "N"
-            else:
+            elif size is not None:
                 dim.dim_value = size
     onnx.save(proto, str(path))
 

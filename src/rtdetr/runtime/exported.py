@@ -4,6 +4,7 @@
     m = OnnxRuntimeModel("model.onnx", threads=2)
     m = OpenVinoModel("model.onnx", precision="fp32")        # or an OpenVINO .xml
     dets = m.detect(images, orig_sizes_wh)                   # as rtdetr.postprocess: a list, one dict per image
+                                                             # (+ 'masks' logits [k, H/4, W/4], segmentation graphs)
     out = m(images)                                          # raw outputs, if the graph has them
     m.precision                                              # what actually ran ("fp32", "bf16", ...)
 
@@ -15,6 +16,10 @@ Either kind of graph works (see `rtdetr.export.onnx`): one that ends in the post
 (`labels`, `boxes`, `scores`, e.g. the official `export_onnx.py` graphs too) or a raw one
 (`pred_logits`, `pred_boxes`), which `detect` post-processes with `rtdetr.postprocess`.
 A graph with a fixed batch size is run in chunks of that size.
+
+A segmentation graph (outputs `masks`, or `mask_features` and `mask_queries` among the raw ones)
+gives each image's dict 'masks' [k, H/4, W/4] float32 mask logits at 1/4 of the network input,
+as `TorchBackend` does; `rtdetr.models.postprocess.paste_masks` brings them to the picture.
 
 The TensorRT runner is in `tensorrt.py` (it needs CUDA).
 """
@@ -28,7 +33,8 @@ import torch
 
 from rtdetr.models.postprocess import postprocess
 from rtdetr.core.errors import require
-from rtdetr.runtime.graph import DETECTION_OUTPUTS, RAW_OUTPUTS, decode_metadata
+from rtdetr.runtime.graph import (DETECTION_OUTPUTS, MASK_OUTPUT, MASK_RAW_OUTPUTS, RAW_OUTPUTS, decode_metadata,
+                                  is_segmentation)
 from rtdetr.runtime.precision import openvino_precision_problem, refuse_if
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -52,6 +58,8 @@ class ExportedModel:
         names = set(outputs)
         self.postprocessed = names >= set(DETECTION_OUTPUTS)  # detections come out of the graph
         self.has_raw = names >= set(RAW_OUTPUTS)              # raw outputs come out (too)
+        self.segmentation = is_segmentation(names)           # masks come out (or their factors)
+        self.raw_names = [*RAW_OUTPUTS, *(MASK_RAW_OUTPUTS if names >= set(MASK_RAW_OUTPUTS) else ())]
         if not (self.postprocessed or self.has_raw):
             raise ValueError(f"{path}: outputs {sorted(names)} include neither {DETECTION_OUTPUTS} nor {RAW_OUTPUTS}")
         image_shape = inputs["images"]
@@ -73,7 +81,8 @@ class ExportedModel:
         return self
 
     def __call__(self, images, num_decoder_layers: int | None = None) -> dict[str, torch.Tensor]:
-        """Raw outputs {'pred_logits' [N, Q, C], 'pred_boxes' [N, Q, 4]} (raw graphs, or keep_raw=True)."""
+        """Raw outputs {'pred_logits' [N, Q, C], 'pred_boxes' [N, Q, 4]} (raw graphs, or keep_raw=True);
+        a segmentation graph's also {'mask_features' [N, D, H/4, W/4], 'mask_queries' [N, Q, D]}."""
         if not self.has_raw:
             raise TypeError(f"{self.path.name} ends in post-processing (labels, boxes, scores): "
                             f"call .detect(images, orig_sizes_wh)")
@@ -82,12 +91,13 @@ class ExportedModel:
             out = self.run(images, np.ones((len(images), 2), np.int64))
         else:
             out = self.run(images)
-        return {k: torch.from_numpy(out[k]) for k in RAW_OUTPUTS}
+        return {k: torch.from_numpy(out[k]) for k in self.raw_names}
 
     def detect(self, images, orig_sizes_wh, num_top: int | None = None,
                category_ids: list[int] | None = None) -> list[dict[str, torch.Tensor]]:
         """Detections as `rtdetr.postprocess` gives them: per image {'labels' [k], 'boxes' [k, 4] xyxy
-        pixels of orig_sizes_wh, 'scores' [k]}, best first; k = num_top (default: the graph's, or 300)."""
+        pixels of orig_sizes_wh, 'scores' [k]}, best first; k = num_top (default: the graph's, or 300).
+        A segmentation graph's also hold 'masks' [k, H/4, W/4] float32 mask logits."""
         sizes = torch.as_tensor(np.asarray(orig_sizes_wh), dtype=torch.int64).reshape(-1, 2)
         if not self.postprocessed:
             out = self(images)
@@ -100,7 +110,11 @@ class ExportedModel:
         if category_ids is not None:
             labels = torch.as_tensor(category_ids)[labels]
         boxes, scores = torch.from_numpy(out["boxes"][:, :k]), torch.from_numpy(out["scores"][:, :k])
-        return [{"labels": l, "boxes": b, "scores": s} for l, b, s in zip(labels, boxes, scores)]
+        dets = [{"labels": l, "boxes": b, "scores": s} for l, b, s in zip(labels, boxes, scores)]
+        if MASK_OUTPUT in out:
+            for det, m in zip(dets, torch.from_numpy(out[MASK_OUTPUT][:, :k]).float()):
+                det["masks"] = m
+        return dets
 
     def run(self, images, orig_sizes_wh=None) -> dict[str, np.ndarray]:
         """Every output of the graph, by name, for a whole batch (chunked for fixed-batch graphs)."""
@@ -134,6 +148,7 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         kind = " and ".join(k for k, has in (("detections", self.postprocessed), ("raw outputs", self.has_raw)) if has)
+        kind += " with masks" if self.segmentation else ""
         size = "x".join(map(str, self.imgsz)) if self.imgsz else "any size"
         return f"{type(self).__name__}({self.path.name}: {kind}, {size}, {self.runtime} {self.precision})"
 

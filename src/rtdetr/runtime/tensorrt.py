@@ -14,6 +14,8 @@ version that built it. Without CUDA or the `tensorrt` package, every entry point
 one-line error. (Not exercised by the test suite, which runs on CPU-only machines.)
 
 Inputs and outputs live on the GPU as torch tensors: no pycuda or cuda-python needed.
+A segmentation graph's `masks` output (mask logits, float32, an Einsum in the graph) comes
+back like the others: `detect` gives 'masks' per image as every runtime does (exported.py).
 The `rtdetr.*` metadata of the ONNX graph is kept beside the engine, in `<engine>.json`.
 """
 from __future__ import annotations
