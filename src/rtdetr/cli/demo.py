@@ -48,10 +48,8 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, num_train: int = 300,
     model = load_model(result.run_dir / "weights" / "best.pt")
     shown = predict(model, str(data / "val"), imgsz=imgsz, save=True, out=str(out / "predict"), progress=False)
     minutes = (time.time() - started) / 60
-    print(best.table())
+    print(best.table())  # with masks: per class box and mask AP
     masks = getattr(best, "segm", None)
-    if masks is not None:
-        print(masks.table())
     mask_text = f"; masks AP50 {masks.ap50:.3f}, AP50:95 {masks.ap:.3f}" if masks is not None else ""
     print(f"demo: boxes AP50 {best.ap50:.3f}, AP50:95 {best.ap:.3f}{mask_text} on {num_val} validation images "
           f"after {result.epochs_run} epochs, {minutes:.1f} min in all")
