@@ -203,7 +203,7 @@ def test_losses_by_name_give_their_terms_of_every_level(fixture):
 
 
 def test_unknown_loss_names_are_listed_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"^unknown loss\(es\) 'focal', 'labels'; known: vfl, boxes, mal, local$"):
+    with pytest.raises(ValueError, match=r"^unknown loss\(es\) 'focal', 'labels'; known: vfl, boxes, mal, local, masks$"):
         RTDETRCriterion(2, HungarianMatcher(), losses=("vfl", "focal", "labels"))
-    with pytest.raises(ValueError, match="no losses given; known: vfl, boxes, mal, local"):
+    with pytest.raises(ValueError, match="no losses given; known: vfl, boxes, mal, local, masks"):
         RTDETRCriterion(2, HungarianMatcher(), losses=())

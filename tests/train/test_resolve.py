@@ -87,7 +87,7 @@ def test_starting_weights_replace_the_pretrained_backbone():
 
 
 def test_unknown_loss_name_is_a_one_line_error():
-    with pytest.raises(ValueError, match=r"^unknown loss\(es\) 'focal'; known: vfl, boxes, mal, local$"):
+    with pytest.raises(ValueError, match=r"^unknown loss\(es\) 'focal'; known: vfl, boxes, mal, local, masks$"):
         resolve(TrainConfig(data="x", losses=("vfl", "focal")))
 
 

@@ -15,10 +15,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from faster_coco_eval.core import mask as coco_mask
 
 # A COCO segmentation: polygons [[x, y, ...], ...], or RLE {"size": [h, w], "counts": str | list}.
 Segmentation = Any
+
+
+def _coco_mask():
+    # Imported when first used: prediction of boxes alone never loads the COCO mask API.
+    from faster_coco_eval.core import mask
+    return mask
 
 
 class MaskFormatError(ValueError):
@@ -31,6 +36,7 @@ def is_rle(segmentation: Segmentation) -> bool:
 
 def segmentation_to_rle(segmentation: Segmentation, height: int, width: int) -> dict:
     """One object's COCO segmentation (polygons, or compressed or uncompressed RLE) -> compressed RLE."""
+    coco_mask = _coco_mask()
     if is_rle(segmentation):
         size = [int(v) for v in segmentation["size"]]
         if size != [int(height), int(width)]:
@@ -51,11 +57,13 @@ def segmentation_to_rle(segmentation: Segmentation, height: int, width: int) -> 
 
 def segmentation_to_mask(segmentation: Segmentation, height: int, width: int) -> np.ndarray:
     """One object's COCO segmentation -> bool [height, width]."""
+    coco_mask = _coco_mask()
     return coco_mask.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
 
 
 def encode_rle(masks: np.ndarray) -> list[dict]:
     """bool [N, H, W] (or one [H, W]) -> N compressed COCO RLE dicts with `counts` as str (JSON-ready)."""
+    coco_mask = _coco_mask()
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim == 2:
         masks = masks[None]
@@ -69,6 +77,7 @@ def encode_rle(masks: np.ndarray) -> list[dict]:
 
 def decode_rle(rles: Sequence[dict] | dict) -> np.ndarray:
     """COCO RLE dict(s), compressed or not, all of one size -> bool [N, H, W] (one dict: [H, W])."""
+    coco_mask = _coco_mask()
     single = isinstance(rles, dict)
     items = [rles] if single else list(rles)
     if not items:
@@ -80,6 +89,7 @@ def decode_rle(rles: Sequence[dict] | dict) -> np.ndarray:
 
 def rle_area(rles: Sequence[dict]) -> np.ndarray:
     """Pixel count of each compressed RLE -> float64 [N]."""
+    coco_mask = _coco_mask()
     coded = [{"size": r["size"], "counts": r["counts"].encode() if isinstance(r["counts"], str) else r["counts"]}
              for r in rles]
     return np.asarray(coco_mask.area(coded), dtype=np.float64).reshape(-1)
