@@ -354,7 +354,8 @@ def test_evaluate_pastes_mask_logits():
 
 
 def test_with_mask_rles_leaves_detection_models_alone():
-    det = {"labels": torch.zeros(2, dtype=torch.int64), "boxes": torch.zeros(2, 4), "scores": torch.tensor([0.9, 0.1])}
+    whole = torch.tensor([[0.0, 0.0, W, H]] * 2)  # boxes over the whole picture: the crop clears nothing
+    det = {"labels": torch.zeros(2, dtype=torch.int64), "boxes": whole, "scores": torch.tensor([0.9, 0.1])}
     assert with_mask_rles(det, torch.tensor([W, H])) is det
     logits = torch.full((2, 40, 50), -5.0)
     logits[1, 10:20, 10:30] = 5.0
@@ -367,6 +368,10 @@ def test_with_mask_rles_leaves_detection_models_alone():
     inside[41:79, 41:119] = True
     around[39:81, 39:121] = False
     assert pasted[inside].all() and not pasted[around].any() and 40 * 80 - 8 <= pasted.sum() <= 40 * 80
+    # Masks are cropped to their boxes, as prediction crops them.
+    half = {**det, "masks": logits, "boxes": torch.tensor([[0.0, 0.0, W, H], [0.0, 0.0, 80.0, H]])}
+    cropped = decode_rle(with_mask_rles(half, torch.tensor([W, H]))["rles"][1])
+    assert cropped.sum() > 0 and not cropped[:, 80:].any() and (cropped == pasted & (np.arange(W) < 80)[None]).all()
 
 
 def test_encode_masks_is_cocos_rle():

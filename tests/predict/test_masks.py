@@ -75,7 +75,7 @@ def mask_detections(seed: int = 0) -> dict[str, torch.Tensor]:
             "masks": torch.from_numpy(logits).float()}
 
 
-def expected_masks(det, rows, threshold=0.5, crop=False) -> np.ndarray:
+def expected_masks(det, rows, threshold=0.5, crop=True) -> np.ndarray:
     up = upsample(det["masks"][rows].numpy(), PIC_H, PIC_W) > math.log(threshold / (1 - threshold))
     if crop:
         cx, cy = np.arange(PIC_W) + 0.5, np.arange(PIC_H) + 0.5
@@ -116,10 +116,10 @@ def test_mask_threshold_and_crop():
     assert (loose.masks.data.numpy() == expected_masks(det, [0, 1], threshold=0.1)).all()
     normal = predict(backend, GREY, conf=0.5)[0].masks.area
     assert (tight.masks.area < normal).all() and (normal < loose.masks.area).all()
-    (cropped,) = predict(backend, GREY, conf=0.5, mask_threshold=0.1, mask_crop=True)
-    expected = expected_masks(det, [0, 1], threshold=0.1, crop=True)
-    assert (cropped.masks.data.numpy() == expected).all()
-    assert (cropped.masks.area < loose.masks.area).all()           # the crop did clear something
+    (raw,) = predict(backend, GREY, conf=0.5, mask_threshold=0.1, mask_crop=False)
+    expected = expected_masks(det, [0, 1], threshold=0.1, crop=False)
+    assert (raw.masks.data.numpy() == expected).all()
+    assert (loose.masks.area < raw.masks.area).all()           # the default crop did clear something
     with pytest.raises(ValueError, match="mask_threshold is a probability"):
         Predictor(backend, mask_threshold=1.0)
 

@@ -48,8 +48,8 @@ def test_bce_and_dice_by_hand_on_a_2x2_map():
     assert dice_loss(logits, target).item() == pytest.approx(dice, rel=1e-6)
 
     gt = torch.tensor([[[1, 0], [0, 1]], [[0, 1], [1, 0]]], dtype=torch.uint8)
-    cost_bce, cost_dice = mask_costs(query, features[0] if features.ndim == 4 else features, gt,
-                                     coords=pixel_centres(2, 2))
+    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 2)  # both objects' boxes: the whole picture
+    cost_bce, cost_dice = mask_costs(query, features, gt, whole, coords=pixel_centres(2, 2).expand(2, -1, -1))
     other_bce = (softplus(2) + softplus(-4) + softplus(-6) + softplus(8)) / 4
     other_dice = 1 - (2 * (sigmoid(4) + sigmoid(6)) + 1) / (sum(sigmoid(v) for v in (2, 4, 6, 8)) + 2 + 1)
     assert cost_bce.tolist()[0] == pytest.approx([bce, other_bce], rel=1e-6)
@@ -60,14 +60,18 @@ def test_pairwise_costs_equal_a_loop_over_pairs():
     torch.manual_seed(0)
     queries, features = torch.randn(7, 5), torch.randn(5, 6, 8)
     gt = (torch.rand(3, 24, 32) > 0.5).to(torch.uint8)
-    coords = torch.rand(50, 2)
-    cost_bce, cost_dice = mask_costs(queries, features, gt, coords=coords)
-    logits = point_logits(features, queries, coords.expand(7, -1, -1))       # [7, 50]
-    truth = mask_losses.point_targets(gt, coords.expand(3, -1, -1))           # [3, 50]
+    boxes = torch.tensor([[0.3, 0.4, 0.2, 0.5], [0.6, 0.5, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    torch.manual_seed(1)
+    cost_bce, cost_dice = mask_costs(queries, features, gt, boxes, points=50)
+    torch.manual_seed(1)
+    coords = mask_losses.in_boxes(torch.rand(3, 50, 2), boxes)              # each object's own points
+    assert (coords[0, :, 0] >= 0.2).all() and (coords[0, :, 0] <= 0.4).all()
+    truth = mask_losses.point_targets(gt, coords)                             # [3, 50]
     for q in range(7):
         for g in range(3):
-            bce = F.binary_cross_entropy_with_logits(logits[q], truth[g])
-            dice = dice_loss(logits[q:q + 1], truth[g:g + 1])[0]
+            logits = point_logits(features, queries[q:q + 1], coords[g:g + 1])[0]
+            bce = F.binary_cross_entropy_with_logits(logits, truth[g])
+            dice = dice_loss(logits[None], truth[g:g + 1])[0]
             # float32 sums of 50 terms in another order: 1e-5 relative is far above their rounding.
             assert cost_bce[q, g].item() == pytest.approx(bce.item(), rel=1e-5)
             assert cost_dice[q, g].item() == pytest.approx(dice.item(), rel=1e-5)
@@ -78,7 +82,7 @@ def test_level_loss_at_every_pixel_centre_equals_the_dense_loss(monkeypatch):
     h, w = 6, 8
     mask_queries, mask_features = torch.randn(2, 5, 4, requires_grad=True), torch.randn(2, 4, h, w)
     masks = [(torch.rand(3, h, w) > 0.5).to(torch.uint8), (torch.rand(2, h, w) > 0.5).to(torch.uint8)]
-    targets = [{"masks": m} for m in masks]
+    targets = [{"masks": m, "boxes": torch.tensor([[0.5, 0.5, 1.0, 1.0]] * len(m))} for m in masks]
     indices = [(torch.tensor([4, 0]), torch.tensor([2, 0])), (torch.tensor([1]), torch.tensor([1]))]
     grid = pixel_centres(h, w)
     monkeypatch.setattr(mask_losses, "uncertain_coords", lambda maps, *a: grid.expand(maps.shape[0], -1, -1))
@@ -103,7 +107,8 @@ def test_uncertain_points_are_the_most_uncertain_candidates():
     w = 64
     logit_map = (torch.arange(w) + 0.5).div(w).sub(0.5).mul(40).expand(1, 4, w)   # [m=1, h=4, w]
     torch.manual_seed(3)
-    coords = mask_losses.uncertain_coords(logit_map, points=100, oversample=3.0, importance=0.75)
+    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]])  # points in the whole picture
+    coords = mask_losses.uncertain_coords(logit_map, 100, whole, oversample=3.0, importance=0.75)
     torch.manual_seed(3)
     candidates = torch.rand(1, 300, 2)
     distance = (candidates[0, :, 0] - 0.5).abs()
@@ -113,6 +118,17 @@ def test_uncertain_points_are_the_most_uncertain_candidates():
     # |logit| is monotone in |x - 0.5| (linear between cell centres, border cells repeated in y), so
     # the 75 picked are the 75 closest candidates; 1e-6 covers the float rounding of the sampling.
     assert (picked <= threshold + 1e-6).all()
+
+
+def test_points_lie_in_their_objects_box():
+    torch.manual_seed(0)
+    boxes = torch.tensor([[0.25, 0.75, 0.1, 0.2], [0.6, 0.3, 0.4, 0.2]])
+    coords = mask_losses.uncertain_coords(torch.randn(2, 8, 8), 64, boxes)
+    low, high = boxes[:, None, :2] - boxes[:, None, 2:] / 2, boxes[:, None, :2] + boxes[:, None, 2:] / 2
+    assert coords.shape == (2, 64, 2) and ((coords >= low) & (coords <= high)).all()
+    # Spread over the box, not bunched: every quarter of each box gets points.
+    quarter = ((coords - low) / (high - low) * 2).floor().clamp(0, 1)
+    assert all(len(torch.unique(quarter[i], dim=0)) == 4 for i in range(2))
 
 
 def test_targets_are_read_at_the_pixel_each_point_falls_in():
@@ -129,7 +145,8 @@ def point_targets_of(masks, coords):
 def test_no_objects_gives_zero_losses_with_gradient():
     q, f = torch.randn(1, 4, 3, requires_grad=True), torch.randn(1, 3, 4, 4, requires_grad=True)
     empty = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
-    got = level_mask_losses(q, f, [{"masks": torch.zeros(0, 4, 4)}], [empty], num_boxes=1.0)
+    got = level_mask_losses(q, f, [{"masks": torch.zeros(0, 4, 4), "boxes": torch.zeros(0, 4)}], [empty],
+                            num_boxes=1.0)
     assert got["loss_mask"].item() == 0 and got["loss_dice"].item() == 0
     (got["loss_mask"] + got["loss_dice"]).backward()
     assert q.grad is not None and f.grad is not None

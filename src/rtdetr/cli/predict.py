@@ -38,8 +38,9 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=300, help="detections considered per picture (default 300)")
     p.add_argument("--mask-threshold", type=float, default=0.5,
                    help="segmentation models: a pixel is in a mask at this probability or more (default 0.5)")
-    p.add_argument("--mask-crop", action="store_true",
-                   help="segmentation models: clear mask pixels outside their detection's box")
+    p.add_argument("--no-mask-crop", action="store_true",
+                   help="segmentation models: keep mask pixels outside their detection's box (masks are learnt "
+                        "inside their boxes: outside them the map is not trained)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--runtime", choices=["onnxruntime", "openvino"], default=None,
@@ -73,7 +74,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(model, conf=args.conf, imgsz=args.imgsz, batch=args.batch,
                           decoder_layers=args.decoder_layers, max_det=args.max_det, device=device, half=half,
                           exif=not args.no_exif, optimize=not args.no_optimize,
-                          mask_threshold=args.mask_threshold, mask_crop=args.mask_crop)
+                          mask_threshold=args.mask_threshold, mask_crop=not args.no_mask_crop)
     h, w = predictor.imgsz
     print(f"{describe(model, args.decoder_layers)} on {device} at {h}x{w}, conf {args.conf}", file=sys.stderr)
 

@@ -8,7 +8,7 @@ as the PyTorch model's are.
 
 Segmentation models' detections also carry 'masks', mask logits [k, h/4, w/4] at 1/4 of the
 network input: when the evaluator scores masks, the 100 best of each image are pasted to the
-image's original size (`paste_masks`, probability 0.5), run-length coded and scored (COCO
+image's original size (`paste_masks`, probability 0.5, cropped to their boxes), run-length coded and scored (COCO
 "segm") beside the boxes; the result's `segm` holds the mask metrics.
 """
 from __future__ import annotations
@@ -74,15 +74,17 @@ def evaluate(model, loader: DataLoader, evaluator: CocoEvaluator, device: torch.
 
 def with_mask_rles(det: dict, size_wh: torch.Tensor, limit: int | None = 100) -> dict:
     """One image's detections with its mask logits 'masks' [k, h, w] replaced by 'rles': k
-    entries, the RLE of the pasted mask (the image's (w, h) = size_wh, logit threshold 0) for the
-    `limit` best-scoring detections and None for the others. Without 'masks': `det` as it is."""
+    entries, the RLE of the pasted mask (the image's (w, h) = size_wh, logit threshold 0, cropped
+    to its box as prediction does) for the `limit` best-scoring detections and None for the
+    others. Without 'masks': `det` as it is."""
     if "masks" not in det:
         return det
     rows = best_rows(det["scores"], limit)
-    logits = det["masks"][torch.as_tensor(rows, device=det["masks"].device)]
+    index = torch.as_tensor(rows, device=det["masks"].device)
+    logits, boxes = det["masks"][index], det["boxes"][index.to(det["boxes"].device)]
     w, h = (int(v) for v in size_wh)
     rles: list[dict | None] = [None] * len(det["scores"])
-    for row, rle in zip(rows.tolist(), encode_masks(paste_masks(logits, (h, w)))):
+    for row, rle in zip(rows.tolist(), encode_masks(paste_masks(logits, (h, w), boxes_xyxy=boxes))):
         rles[row] = rle
     return {**{k: v for k, v in det.items() if k != "masks"}, "rles": rles}
 

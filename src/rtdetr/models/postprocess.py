@@ -89,7 +89,9 @@ def paste_masks(logits: torch.Tensor, orig_hw: tuple[int, int], threshold: float
     The logits are upsampled bilinearly before thresholding (thresholding first, then
     upsampling, gives staircase edges); the network input is the whole picture resized without
     keeping the aspect ratio, so the map stretches to (H, W) per axis. threshold: on the logit
-    (0: probability 0.5). boxes_xyxy [k, 4] pixels: also clear the pixels outside each box.
+    (0: probability 0.5). boxes_xyxy [k, 4] pixels: also clear the pixels outside each box
+    (prediction and evaluation pass the detections' boxes: masks are learnt inside their boxes,
+    `rtdetr.train.mask_losses`, so outside them the map is untrained).
     """
     h, w = int(orig_hw[0]), int(orig_hw[1])
     if logits.shape[0] == 0:

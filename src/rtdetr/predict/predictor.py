@@ -68,14 +68,15 @@ class Predictor:
     class_names: override the model's (default: its own, or COCO's 80 for an 80-class model)
     category_ids: label -> category id for the COCO JSON (default: COCO's ids with COCO's names)
     mask_threshold: (segmentation models) a pixel belongs to a mask when its probability is above this
-    mask_crop: (segmentation models) also clear each mask's pixels outside its box
+    mask_crop: (segmentation models) clear each mask's pixels outside its box (the default: masks are
+            learnt inside their boxes, `rtdetr.train.mask_losses`; False shows the raw map)
     """
 
     def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
                  decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
                  half: bool = False, exif: bool = True, class_names: list[str] | None = None,
                  category_ids: list[int] | None = None, optimize: bool = True,
-                 mask_threshold: float = 0.5, mask_crop: bool = False):
+                 mask_threshold: float = 0.5, mask_crop: bool = True):
         if isinstance(model, (str, Path)):
             raise TypeError(f"Predictor takes a model, not {str(model)!r}: rtdetr.load_model({str(model)!r}).predict(...)")
         self.device = torch.device(device) if device is not None else _device_of(model)
@@ -212,7 +213,7 @@ def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int,
             decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
             half: bool = False, exif: bool = True, class_names: list[str] | None = None,
             category_ids: list[int] | None = None, optimize: bool = True, mask_threshold: float = 0.5,
-            mask_crop: bool = False, stream: bool = False, save: bool = False, save_images: bool = True,
+            mask_crop: bool = True, stream: bool = False, save: bool = False, save_images: bool = True,
             out: str | Path | None = None, project: str | Path = "runs/predict", name: str = "exp",
             progress: bool | None = None) -> Predictions | Iterator[Result]:
     """Predict with `model` on `source` in one call; the arguments are `Predictor`'s and `Predictor.__call__`'s."""

@@ -7,13 +7,19 @@ samples the features at shared points instead ([Q, C] x [C, P]: bilinear samplin
 this equals sampling the logit maps). Ground-truth masks are read at the points (nearest), never
 resized or copied as a whole.
 
-- Loss (as PointRend / Mask2Former / RF-DETR-Seg): per matched (query, object) pair, P points:
-  `importance` of them the most uncertain (|logit| smallest) of `oversample` * P random
-  candidates, the rest uniform random. loss_mask is the sigmoid BCE, mean over the points;
-  loss_dice the Dice loss 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1); both summed over the
-  pairs and divided by the object count.
-- Costs (the matcher's): per image, P uniform random points shared by all (query, object) pairs;
-  the same BCE (mean over points) and Dice, for every pair at once.
+Masks are learnt inside their object's box (D-FINE-seg's box-cropped losses): every point lies
+in the ground-truth box of its pair, so a query learns the shape within its box and never has to
+learn to silence the rest of the picture, which the box already says (a CNN's pixel features
+carry little absolute position; uncropped masks learnt far slower on the synthetic shapes).
+Predictions are cropped to their boxes accordingly (`rtdetr.models.postprocess.paste_masks`).
+
+- Loss (points as PointRend / Mask2Former / RF-DETR-Seg): per matched (query, object) pair, P
+  points in the object's box: `importance` of them the most uncertain (|logit| smallest) of
+  `oversample` * P random candidates, the rest uniform random. loss_mask is the sigmoid BCE, mean
+  over the points; loss_dice the Dice loss 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1); both
+  summed over the pairs and divided by the object count.
+- Costs (the matcher's): per object, `COST_POINTS` uniform points in its box, shared by all
+  queries; the same BCE (mean over points) and Dice, for every pair at once.
 
 Points are (x, y) in [0, 1] of the image; features and logit maps are sampled bilinearly
 (`grid_sample`, align_corners=False, border cells repeated) and ground-truth masks at the pixel
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 MIN_POINTS = 256  # points per mask at least: tiny inputs still get a usable sample
+COST_POINTS = 256  # points per object for the matching costs (all Q queries are evaluated there)
 
 
 def num_points(height: int, width: int) -> int:
@@ -62,16 +69,24 @@ def point_targets(masks: Tensor, coords: Tensor) -> Tensor:
     return masks[torch.arange(m, device=masks.device)[:, None], yi.to(masks.device), xi.to(masks.device)].float()
 
 
+def in_boxes(unit: Tensor, boxes: Tensor) -> Tensor:
+    """unit [m, P, 2] in [0, 1] -> the same points in each row's box: boxes [m, 4] (cx, cy, w, h normalised)."""
+    cxcy, wh = boxes[:, None, :2].to(unit), boxes[:, None, 2:].to(unit)
+    return cxcy - wh / 2 + unit * wh
+
+
 @torch.no_grad()
-def uncertain_coords(logit_maps: Tensor, points: int, oversample: float = 3.0, importance: float = 0.75) -> Tensor:
-    """Per mask logit map [m, h, w], `points` coords [m, P, 2]: round(importance * P) of them the
-    most uncertain (|logit| smallest) of round(oversample * P) uniform candidates, the others uniform."""
+def uncertain_coords(logit_maps: Tensor, points: int, boxes: Tensor, oversample: float = 3.0,
+                     importance: float = 0.75) -> Tensor:
+    """Per mask logit map [m, h, w] and box [m, 4] (cx, cy, w, h), `points` coords [m, P, 2] in
+    the box: round(importance * P) of them the most uncertain (|logit| smallest) of
+    round(oversample * P) uniform candidates, the others uniform."""
     m = logit_maps.shape[0]
-    candidates = torch.rand(m, max(points, round(oversample * points)), 2, device=logit_maps.device)
+    candidates = in_boxes(torch.rand(m, max(points, round(oversample * points)), 2, device=logit_maps.device), boxes)
     uncertainty = -sample(logit_maps[:, None], candidates)[:, 0].abs()
     k = min(points, round(importance * points))
     picked = candidates.gather(1, uncertainty.topk(k, dim=1).indices[..., None].expand(-1, -1, 2))
-    uniform = torch.rand(m, points - k, 2, device=logit_maps.device)
+    uniform = in_boxes(torch.rand(m, points - k, 2, device=logit_maps.device), boxes)
     return torch.cat([picked, uniform], 1)
 
 
@@ -85,7 +100,8 @@ def mask_losses(mask_queries: Tensor, mask_features: Tensor, targets: list[dict]
                 points: int | None = None, oversample: float = 3.0, importance: float = 0.75) -> dict[str, Tensor]:
     """{'loss_mask', 'loss_dice'} of one level.
 
-    mask_queries [B, Q, C], mask_features [B, C, h, w]; targets per image with 'masks' [n, H, W];
+    mask_queries [B, Q, C], mask_features [B, C, h, w]; targets per image with 'masks' [n, H, W]
+    and 'boxes' [n, 4] (cx, cy, w, h normalised: the points are drawn in them);
     indices: per image (query_idx, gt_idx); num_boxes: the normaliser (objects per process).
     points: per pair (default `num_points(h, w)`).
     """
@@ -100,7 +116,8 @@ def mask_losses(mask_queries: Tensor, mask_features: Tensor, targets: list[dict]
         # The matched queries' logit maps at 1/4 resolution ([m, h, w]: m x C x h x w in one GEMM),
         # sampled at the points: far cheaper than sampling C feature channels at m * 3P points.
         maps = torch.einsum("mc,chw->mhw", queries, mask_features[b])
-        coords = uncertain_coords(maps, points, oversample, importance)
+        boxes = targets[b]["boxes"][gt_idx.to(targets[b]["boxes"].device)].to(maps.device)
+        coords = uncertain_coords(maps, points, boxes, oversample, importance)
         logits.append(sample(maps[:, None], coords)[:, 0])
         masks = targets[b]["masks"]
         truth.append(point_targets(masks[gt_idx.to(masks.device)], coords).to(maps.device))
@@ -113,21 +130,20 @@ def mask_losses(mask_queries: Tensor, mask_features: Tensor, targets: list[dict]
 
 
 @torch.no_grad()
-def mask_costs(mask_queries: Tensor, mask_features: Tensor, gt_masks: Tensor,
-               points: int | None = None, coords: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def mask_costs(mask_queries: Tensor, mask_features: Tensor, gt_masks: Tensor, gt_boxes: Tensor,
+               points: int = COST_POINTS, coords: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One image's matching costs: mask_queries [Q, C], mask_features [C, h, w], gt_masks
-    [n, H, W] -> (BCE cost [Q, n], Dice cost [Q, n]) on `points` uniform points shared by all
-    pairs (or the given coords [P, 2])."""
+    [n, H, W], gt_boxes [n, 4] (cx, cy, w, h) -> (BCE cost [Q, n], Dice cost [Q, n]), each pair
+    on its object's `points` uniform points in the object's box (or the given coords [n, P, 2])."""
+    n = gt_masks.shape[0]
     if coords is None:
-        points = points or num_points(*mask_features.shape[-2:])
-        coords = torch.rand(points, 2, device=mask_features.device)
-    points = coords.shape[0]
-    coords = coords[None].to(mask_features.device)
-    sampled = sample(mask_features[None].float(), coords)[0]                  # [C, P]
-    logits = mask_queries.float() @ sampled                                   # [Q, P]
-    truth = point_targets(gt_masks.to(mask_features.device), coords.expand(len(gt_masks), -1, -1))  # [n, P]
-    # BCE of every pair at once: sum over points of t * softplus(-x) + (1 - t) * softplus(x).
-    bce = (F.softplus(-logits) @ truth.T + F.softplus(logits) @ (1 - truth).T) / points
+        coords = in_boxes(torch.rand(n, points, 2, device=mask_features.device), gt_boxes.to(mask_features.device))
+    coords = coords.to(mask_features.device).float()
+    points = coords.shape[1]
+    sampled = sample(mask_features[None].float(), coords.reshape(1, -1, 2))[0]            # [C, n * P]
+    logits = (mask_queries.float() @ sampled).reshape(-1, n, points)                        # [Q, n, P]
+    truth = point_targets(gt_masks.to(mask_features.device), coords)[None]                  # [1, n, P]
+    bce = (F.softplus(-logits) * truth + F.softplus(logits) * (1 - truth)).mean(-1)
     p = logits.sigmoid()
-    dice = 1 - (2 * p @ truth.T + 1) / (p.sum(-1)[:, None] + truth.sum(-1)[None, :] + 1)
+    dice = 1 - (2 * (p * truth).sum(-1) + 1) / (p.sum(-1) + truth.sum(-1) + 1)
     return bce, dice

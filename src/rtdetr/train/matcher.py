@@ -12,7 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-from rtdetr.train.mask_losses import mask_costs
+from rtdetr.train.mask_losses import COST_POINTS, mask_costs
 
 # One (query_idx, gt_idx) pair of int64 tensors of equal length per image.
 Indices = list[tuple[Tensor, Tensor]]
@@ -28,12 +28,12 @@ class HungarianMatcher(nn.Module):
     cost_mask, cost_dice: segmentation models add `cost_mask * BCE + cost_dice * Dice` of the
         masks on sampled points (`rtdetr.train.mask_losses.mask_costs`; RF-DETR-Seg: 5, 5) for
         outputs with 'mask_queries' and targets with 'masks'; 0 (the default) leaves them out.
-    mask_points: points per image for the mask costs (default: one per 4x4 feature cells).
+    mask_points: points per object (in its box) for the mask costs.
     """
 
     def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
                  alpha: float = 0.25, gamma: float = 2.0, cost_mask: float = 0.0, cost_dice: float = 0.0,
-                 mask_points: int | None = None):
+                 mask_points: int = COST_POINTS):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("at least one matching cost must be non-zero")
@@ -67,7 +67,7 @@ class HungarianMatcher(nn.Module):
                 if "masks" not in target:
                     raise ValueError("mask matching costs need 'masks' in the targets (a data set loaded with masks=True)")
                 bce, dice = mask_costs(outputs["mask_queries"][b], outputs["mask_features"][b], target["masks"],
-                                       self.mask_points)
+                                       target["boxes"], self.mask_points)
                 cost = cost + self.cost_mask * bce + self.cost_dice * dice
             # Non-finite costs (e.g. overflowing logits) would make the assignment fail.
             cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
