@@ -51,6 +51,13 @@ class Detector:
         return int(self.model.num_classes)
 
     @property
+    def task(self) -> str:
+        """The task: "segment" for a model with a mask head (or an exported graph of one), else "detect"."""
+        if self.is_exported:
+            return "segment" if getattr(self.model, "segmentation", False) else "detect"
+        return self.model.cfg.task
+
+    @property
     def imgsz(self) -> tuple[int, int] | None:
         """The one input size the model takes (an exported graph of fixed size), else None (any)."""
         return getattr(self.model, "imgsz", None)
@@ -73,7 +80,8 @@ class Detector:
 
     def __repr__(self) -> str:
         names = f"{len(self.class_names)} named classes" if self.class_names else f"{self.num_classes} classes"
-        return f"Detector({self.source}: {type(self.model).__name__}, {names})"
+        masks = ", masks" if self.task == "segment" else ""
+        return f"Detector({self.source}: {type(self.model).__name__}, {names}{masks})"
 
     # ------------------------------------------------------------------ the verbs
     def predict(self, source, **kwargs):

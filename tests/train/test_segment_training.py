@@ -73,3 +73,9 @@ def test_the_criterion_of_a_segmentation_run_has_the_recipes_mask_terms():
     assert (criterion.matcher.cost_mask, criterion.matcher.cost_dice) == recipe.mask_weights
     detection = make_criterion(effective_config(TrainConfig(data="unused", model="demo")), get_recipe("demo"), 3)
     assert "masks" not in detection.losses and detection.matcher.cost_mask == 0
+
+
+def test_the_facade_says_what_a_model_does(tmp_path):
+    seg, det = rtdetr.load_model("demo_seg", weights=None), rtdetr.load_model("demo", weights=None)
+    assert (seg.task, det.task) == ("segment", "detect")
+    assert "masks" in repr(seg) and "masks" not in repr(det)
