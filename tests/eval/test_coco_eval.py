@@ -312,12 +312,13 @@ def test_from_dataset():
 # ---------------------------------------------------------------- distributed
 
 
-def distributed_worker(rank: int, world_size: int, init_file: str, out_file: str, gt: dict, shards) -> None:
+def distributed_worker(rank: int, world_size: int, init_file: str, out_file: str, gt: dict, shards,
+                       category_ids=None) -> None:
     """One process: its shard of the detections, gathered to all, scored on rank 0 only."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        evaluator = CocoEvaluator(gt, CATEGORY_IDS)
+        evaluator = CocoEvaluator(gt, CATEGORY_IDS if category_ids is None else category_ids)
         evaluator.update(*shards[rank])
         evaluator.synchronize()
         if is_main():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import io
 import json
 import pickle
@@ -17,15 +16,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rtdetr.core.distributed import is_main
 from rtdetr.core.masks import decode_rle, encode_rle, segmentation_to_mask
 from rtdetr.eval import CocoEvaluator, EvalResult
 from rtdetr.eval.result import SUMMARY
 from rtdetr.eval.validate import evaluate, with_mask_rles
 from rtdetr.models.postprocess import paste_masks
+from tests.eval.test_coco_eval import distributed_worker
 
 CATEGORY_IDS = [5, 9]                      # label 0 -> "cat" (5), label 1 -> "dog" (9)
 H, W = 160, 200
@@ -275,25 +273,11 @@ def test_result_with_masks_prints_and_round_trips():
 # ---------------------------------------------------------------- distributed
 
 
-def distributed_worker(rank: int, world_size: int, init_file: str, out_file: str, gt: dict, shards) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        evaluator = CocoEvaluator(gt, CATEGORY_IDS)
-        evaluator.update(*shards[rank])
-        evaluator.synchronize()
-        if is_main():
-            with open(out_file, "w") as f:
-                json.dump(evaluator.compute().to_dict(), f)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_distributed_gather_carries_the_masks(tmp_path):
     gt, image_ids, detections = make_case()
     shards = [(image_ids[0::2], detections[0::2]), (image_ids[1::2], detections[1::2])]
     out_file = tmp_path / "result.json"
-    mp.start_processes(distributed_worker, args=(2, str(tmp_path / "init"), str(out_file), gt, shards),
+    mp.start_processes(distributed_worker, args=(2, str(tmp_path / "init"), str(out_file), gt, shards, CATEGORY_IDS),
                        nprocs=2, start_method="spawn")
     gathered = EvalResult.from_dict(json.loads(out_file.read_text()))
     assert gathered == run(gt, image_ids, detections) and gathered.segm is not None
