@@ -169,3 +169,34 @@ def test_mask_costs_decide_a_match_the_boxes_cannot():
     assert query_idx.tolist() == [1] and gt_idx.tolist() == [0]
     with pytest.raises(ValueError, match="masks=True"):
         HungarianMatcher(cost_mask=5.0)(outputs, [{k: v for k, v in target[0].items() if k != "masks"}])
+
+
+def test_denoising_levels_supervise_masks_of_one_group(monkeypatch):
+    from rtdetr.models.zoo import create_model
+    from rtdetr.train import criterion as criterion_module
+    from rtdetr.train.criterion import RTDETRCriterion
+
+    torch.manual_seed(0)
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 10:30, 10:40], masks[1, 35:60, 20:50] = 1, 1
+    targets = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[25 / 64, 20 / 64, 30 / 64, 20 / 64],
+                                                                       [35 / 64, 47.5 / 64, 30 / 64, 25 / 64]]),
+                "masks": masks}]
+    out = create_model("demo_seg").train()(torch.rand(1, 3, 64, 64), targets=targets)
+    groups = out["dn_meta"]["dn_num_group"]
+    assert groups > 1
+    seen = []
+    real = criterion_module.mask_losses
+    monkeypatch.setattr(criterion_module, "mask_losses",
+                        lambda q, f, t, indices, num_boxes, points: seen.append((indices, num_boxes)) or
+                        real(q, f, t, indices, num_boxes, points))
+    crit = RTDETRCriterion(3, HungarianMatcher(cost_mask=1.0, cost_dice=1.0), losses=("vfl", "boxes", "masks"),
+                           weight_dict={"loss_vfl": 1, "loss_bbox": 5, "loss_giou": 2, "loss_mask": 1, "loss_dice": 1})
+    losses = crit(out, targets)
+    assert {"loss_mask_dn_0", "loss_dice_dn_2", "loss_mask_enc_0", "loss_mask_aux_1"} <= set(losses)
+    dn = seen[-3:]  # the denoising levels come last
+    positives = out["dn_meta"]["dn_positive_idx"][0]
+    for (pairs,), num_boxes in dn:
+        query_idx, gt_idx = pairs
+        assert torch.equal(query_idx, positives[:2]) and gt_idx.tolist() == [0, 1]  # group 0's queries
+        assert num_boxes == pytest.approx(2.0)  # the objects once, not once per group

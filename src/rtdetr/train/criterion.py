@@ -16,8 +16,9 @@ Terms, computed on (query, object) pairs, chosen by loss name (`LOSSES`, as DETR
 - "masks"  loss_mask: sigmoid BCE of the matched queries' masks on sampled points;
            loss_dice: their Dice loss (`rtdetr.train.mask_losses`); on every level whose
                       outputs carry 'mask_queries' and 'mask_features' (a mask head's: '',
-                      '_aux_i', '_enc_i', '_dn_i'), with the level's own pairs; the targets
-                      then need 'masks' [n, H, W].
+                      '_aux_i', '_enc_i', '_dn_i'), with the level's own pairs (the
+                      denoising levels: the first group's, `first_group`); the targets then
+                      need 'masks' [n, H, W].
 
 Levels and their suffixes:
 
@@ -69,8 +70,7 @@ DEFAULT_WEIGHTS = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 LOSSES: dict[str, tuple[str, ...]] = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou"),
                                       "mal": ("loss_mal",), "local": ("loss_fgl", "loss_ddf"),
                                       "masks": ("loss_mask", "loss_dice")}
-# RF-DETR-Seg's mask loss weights (and matching costs).
-MASK_WEIGHTS = {"loss_mask": 5.0, "loss_dice": 5.0}
+
 DEFAULT_LOSSES = ("vfl", "boxes")
 # Level kinds (see module doc) whose terms "local" adds.
 FGL_LEVELS = ("main", "aux", "dn")
@@ -229,8 +229,11 @@ class RTDETRCriterion(nn.Module):
                                                       balance if level.kind == "dn" else None)
                 terms.update(local)
             elif loss == "masks" and "mask_queries" in out:
-                terms.update(mask_losses(out["mask_queries"], out["mask_features"], targets, level.indices,
-                                         level.num_boxes, self.mask_points))
+                indices, num_boxes = level.indices, level.num_boxes
+                if level.kind == "dn":  # one denoising group: the others repeat its objects (see below)
+                    indices, num_boxes = first_group(indices, targets), level.num_boxes / outputs["dn_meta"]["dn_num_group"]
+                terms.update(mask_losses(out["mask_queries"], out["mask_features"], targets, indices, num_boxes,
+                                         self.mask_points))
         return terms, used_balance
 
     def loss_vfl(self, logits: Tensor, pred: Tensor, gt: Tensor, targets: Targets, indices: Indices,
@@ -307,6 +310,14 @@ def union_indices(indices_list: list[Indices]) -> Indices:
         union.append((torch.tensor(list(kept), dtype=torch.int64, device=pairs.device),
                       torch.tensor(list(kept.values()), dtype=torch.int64, device=pairs.device)))
     return union
+
+
+def first_group(indices: Indices, targets: Targets) -> Indices:
+    """The denoising pairs of the first group only: each group holds every object once, in order
+    (`denoising_indices`). The mask terms of the denoising levels use one group: a mask's
+    supervision does not depend on the box noise much, and G groups would cost G times the
+    matched queries' mask maps (48 of them per image for 4 objects in the demo, against 4)."""
+    return [(q[:len(t["labels"])], g[:len(t["labels"])]) for (q, g), t in zip(indices, targets)]
 
 
 def positive_ious(logits: Tensor, pred: Tensor, gt: Tensor, targets: Targets,
