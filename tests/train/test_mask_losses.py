@@ -177,12 +177,12 @@ def test_denoising_levels_supervise_masks_of_one_group(monkeypatch):
     from rtdetr.train.criterion import RTDETRCriterion
 
     torch.manual_seed(0)
-    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
-    masks[0, 10:30, 10:40], masks[1, 35:60, 20:50] = 1, 1
-    targets = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[25 / 64, 20 / 64, 30 / 64, 20 / 64],
-                                                                       [35 / 64, 47.5 / 64, 30 / 64, 25 / 64]]),
+    masks = torch.zeros(2, 128, 128, dtype=torch.uint8)
+    masks[0, 20:60, 20:80], masks[1, 70:120, 40:100] = 1, 1
+    targets = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[50 / 128, 40 / 128, 60 / 128, 40 / 128],
+                                                                       [70 / 128, 95 / 128, 60 / 128, 50 / 128]]),
                 "masks": masks}]
-    out = create_model("demo_seg").train()(torch.rand(1, 3, 64, 64), targets=targets)
+    out = create_model("demo_seg").train()(torch.rand(1, 3, 128, 128), targets=targets)
     groups = out["dn_meta"]["dn_num_group"]
     assert groups > 1
     seen = []
