@@ -358,14 +358,18 @@ def test_with_mask_rles_leaves_detection_models_alone():
     assert cropped.sum() > 0 and not cropped[:, 80:].any() and (cropped == pasted & (np.arange(W) < 80)[None]).all()
 
 
-def test_encode_masks_is_cocos_rle():
+def test_encode_rle_is_cocos_rle():
+    from faster_coco_eval.core import mask as coco_mask
     rng = np.random.default_rng(5)
     masks = rng.random((4, 37, 23)) > 0.6
     masks[2] = False
-    from rtdetr.eval.segm import encode_masks
-    assert encode_masks(torch.from_numpy(masks)) == encode_rle(masks)
-    assert encode_masks(torch.from_numpy(masks).to(torch.uint8)) == encode_rle(masks)
-    assert encode_masks(torch.zeros((0, 5, 6), dtype=torch.bool)) == []
+    cocos = [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
+             for r in coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))]
+    assert encode_rle(masks) == cocos
+    assert encode_rle(torch.from_numpy(masks)) == cocos
+    assert encode_rle(torch.from_numpy(masks).to(torch.uint8)) == cocos
+    assert encode_rle(masks[0]) == cocos[:1]
+    assert encode_rle(torch.zeros((0, 5, 6), dtype=torch.bool)) == []
 
 
 def test_validate_scores_a_segmentation_model_on_masks(tmp_path):

@@ -7,8 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from rtdetr.train import mask_losses
-from rtdetr.train.mask_losses import dice_loss, mask_costs, mask_losses as level_mask_losses, point_logits, sample
+from rtdetr.train.mask_losses import dice_loss, mask_costs, mask_losses as level_mask_losses, sample
 from rtdetr.train.matcher import HungarianMatcher
+
+
+def point_logits(features: torch.Tensor, queries: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """The reference: features [C, h, w] sampled at each query's coords [m, P, 2], dotted with
+    queries [m, C] -> logits [m, P]."""
+    return torch.stack([queries[i] @ sample(features[None], coords[i:i + 1])[0] for i in range(len(queries))])
 
 
 def softplus(x: float) -> float:

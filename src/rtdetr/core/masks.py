@@ -61,18 +61,24 @@ def segmentation_to_mask(segmentation: Segmentation, height: int, width: int) ->
     return coco_mask.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
 
 
-def encode_rle(masks: np.ndarray) -> list[dict]:
-    """bool [N, H, W] (or one [H, W]) -> N compressed COCO RLE dicts with `counts` as str (JSON-ready)."""
+def encode_rle(masks) -> list[dict]:
+    """bool [N, H, W] (or one [H, W]), a numpy array or a tensor on any device -> N compressed
+    COCO RLE dicts with `counts` as str (JSON-ready). The transposition to COCO's column-major
+    order is done where the masks are (on the GPU for masks pasted there)."""
     coco_mask = _coco_mask()
-    masks = np.asarray(masks, dtype=bool)
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.ndim != 3:
+    if hasattr(masks, "detach"):  # a tensor
+        masks = masks.detach().bool()
+        columns = (masks[None] if masks.ndim == 2 else masks).transpose(1, 2).contiguous().cpu().numpy()
+    else:
+        masks = np.asarray(masks, dtype=bool)
+        columns = np.ascontiguousarray((masks[None] if masks.ndim == 2 else masks).transpose(0, 2, 1))
+    if columns.ndim != 3:
         raise ValueError(f"masks must be [N, H, W] or [H, W], got shape {list(masks.shape)}")
-    if len(masks) == 0:
+    n, w, h = columns.shape
+    if n == 0:
         return []
-    rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+    rles = coco_mask.encode(columns.view(np.uint8).transpose(2, 1, 0))   # [H, W, N], Fortran order
+    return [{"size": [h, w], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def decode_rle(rles: Sequence[dict] | dict) -> np.ndarray:

@@ -10,7 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from faster_coco_eval.core import mask as coco_mask
 
 from rtdetr.core.masks import MaskFormatError, encode_rle, is_rle, segmentation_to_rle
 
@@ -30,18 +29,6 @@ def best_rows(scores: np.ndarray | torch.Tensor, limit: int | None) -> np.ndarra
     scores = torch.as_tensor(scores).detach().to("cpu", torch.float64).numpy().reshape(-1)
     order = np.argsort(-scores, kind="stable")
     return order if limit is None else order[:limit]
-
-
-def encode_masks(masks: torch.Tensor) -> list[dict]:
-    """bool [N, H, W] (a tensor on any device) -> N compressed RLEs with str counts, as
-    `rtdetr.core.masks.encode_rle` gives them; the transposition COCO's column-major coding
-    needs is done where the masks are (on the GPU for masks pasted there), then none on the CPU."""
-    n, h, w = masks.shape
-    if n == 0:
-        return []
-    columns = masks.to(torch.bool).transpose(1, 2).contiguous().cpu().numpy()   # [N, W, H]
-    rles = coco_mask.encode(columns.view(np.uint8).transpose(2, 1, 0))         # [H, W, N], Fortran order
-    return [{"size": [h, w], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def image_sizes(ground_truth: dict) -> dict[int, tuple[int, int]]:
@@ -107,7 +94,7 @@ def detection_rles(det: dict, scores: np.ndarray, size_hw: tuple[int, int] | Non
         _check_size(shape[1:], size_hw)
         rows = best_rows(scores, limit)
         if isinstance(masks, torch.Tensor):
-            return rows, encode_masks(masks[torch.as_tensor(rows, device=masks.device)])
+            return rows, encode_rle(masks[torch.as_tensor(rows, device=masks.device)])
         return rows, encode_rle(np.asarray(masks)[rows].astype(bool).reshape(len(rows), *shape[1:]))
     if "rles" in det:
         rles = list(det["rles"])

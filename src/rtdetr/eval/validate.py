@@ -26,7 +26,8 @@ from rtdetr.models.nn.detector import module_of
 from rtdetr.models.postprocess import paste_masks, postprocess
 from rtdetr.eval.coco_eval import CocoEvaluator
 from rtdetr.eval.result import EvalResult
-from rtdetr.eval.segm import best_rows, encode_masks
+from rtdetr.core.masks import encode_rle
+from rtdetr.eval.segm import best_rows
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -84,7 +85,7 @@ def with_mask_rles(det: dict, size_wh: torch.Tensor, limit: int | None = 100) ->
     logits, boxes = det["masks"][index], det["boxes"][index.to(det["boxes"].device)]
     w, h = (int(v) for v in size_wh)
     rles: list[dict | None] = [None] * len(det["scores"])
-    for row, rle in zip(rows.tolist(), encode_masks(paste_masks(logits, (h, w), boxes_xyxy=boxes))):
+    for row, rle in zip(rows.tolist(), encode_rle(paste_masks(logits, (h, w), boxes_xyxy=boxes))):
         rles[row] = rle
     return {**{k: v for k, v in det.items() if k != "masks"}, "rles": rles}
 

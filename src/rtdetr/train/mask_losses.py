@@ -50,15 +50,6 @@ def sample(maps: Tensor, coords: Tensor) -> Tensor:
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
 
 
-def point_logits(features: Tensor, queries: Tensor, coords: Tensor) -> Tensor:
-    """One image: features [C, h, w], queries [m, C], coords [m, P, 2] (each query its own
-    points) -> logits [m, P], by sampling the features (for few queries, e.g. the matcher's
-    shared points: sampling C channels at each point costs more than a dense map beyond that)."""
-    sampled = sample(features[None], coords.reshape(1, -1, 2))[0]          # [C, m * P]
-    sampled = sampled.reshape(features.shape[0], coords.shape[0], coords.shape[1])
-    return torch.einsum("cmp,mc->mp", sampled, queries)
-
-
 def point_targets(masks: Tensor, coords: Tensor) -> Tensor:
     """Ground-truth masks [m, H, W] (bool / uint8 / float), coords [m, P, 2] -> [m, P] float:
     the value of the pixel each point falls in (nearest: no float copy of the full-resolution
