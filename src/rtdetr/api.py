@@ -125,7 +125,7 @@ class Detector:
         return result
 
     def export(self, path: str | Path | None = None, format: str = "onnx", imgsz: int | tuple[int, int] = 640, *,
-               int8: bool = False, calibration=None, **options) -> str:
+               int8: bool = False, calibration=None, triton: str | Path | None = None, **options) -> str:
         """Write this detector for a deployment runtime; returns the written file's path.
 
         format: "onnx" (post-processing inside; run it with `rtdetr.load_model(path)`) or
@@ -133,9 +133,11 @@ class Detector:
         path:   the .onnx file (default: `<model name>.onnx` in the current folder)
         int8:   also quantise it to int8 (`rtdetr.export.quantize_int8`, calibrated on
                 `calibration`: a folder of images or a data set folder) and return that file
+        triton: also write an NVIDIA Triton model repository of the (float) ONNX graph in this
+                folder (`rtdetr.export.write_triton_repository`: <name>/config.pbtxt, <name>/1/model.onnx)
         options: those of `rtdetr.export.export_onnx` (opset, dynamic_hw, postprocess, num_top, decoder_layers, ...)
         """
-        from rtdetr.export import export_onnx, quantize_int8, save_openvino
+        from rtdetr.export import export_onnx, quantize_int8, save_openvino, write_triton_repository
         if format not in ("onnx", "openvino"):
             raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
         if int8 and calibration is None:
@@ -143,6 +145,8 @@ class Detector:
         if self.is_exported:
             raise TypeError(f"{self.source} is exported already")
         onnx_path = export_onnx(self, path or f"{self.model.cfg.name}.onnx", imgsz=check_imgsz(imgsz), **options)
+        if triton is not None:
+            write_triton_repository(onnx_path, triton)
         if int8:
             onnx_path = quantize_int8(onnx_path, calibration=calibration,
                                       imgsz=imgsz if options.get("dynamic_hw") else None)

@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model to ONNX (post-processing inside by default), optionally converted for OpenVINO
-    and / or quantised to int8."""
+    and / or quantised to int8, and / or laid out as a Triton model repository."""
     from rtdetr.api import load_model
     from rtdetr.export import export_onnx, save_openvino
     if args.int8 and args.calib is None:
@@ -67,6 +67,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export_onnx(model, out, imgsz=(h, w), opset=args.opset, dynamic_hw=args.dynamic_hw,
                        postprocess=not args.raw, num_top=args.num_top, decoder_layers=args.decoder_layers)
     print(f"wrote {path}")
+    if args.triton:
+        from rtdetr.export.triton import serve_command, write_triton_repository
+        model_dir = write_triton_repository(path, args.triton)
+        print(f"wrote {model_dir}/config.pbtxt and {model_dir}/1/model.onnx (a Triton model repository: {args.triton})")
+        print(f"serve it: {serve_command(args.triton)}")
+        print("(Triton needs an NVIDIA GPU machine with Docker and the NVIDIA container toolkit; not run here)")
     if args.int8:
         from rtdetr.export.quantize import quantize_int8
         int8 = quantize_int8(path, calibration=args.calib, max_images=args.calib_images,
@@ -148,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, metavar="DATA",
                    help="calibration images for --int8: a folder of images, or a data set folder (its train split)")
     p.add_argument("--calib-images", type=int, default=32, metavar="N", help="calibration images used (default 32)")
+    p.add_argument("--triton", default=None, metavar="DIR",
+                   help="also write an NVIDIA Triton model repository of the ONNX graph there (DIR/NAME/config.pbtxt)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help=cmd_benchmark.__doc__)
