@@ -25,3 +25,14 @@ if [ "$(uname -m)" = aarch64 ] || [ "$(uname -m)" = arm64 ]; then
     echo "setup: openvino skipped: its aarch64 wheels need glibc >= 2.35, this system has $GLIBC"
   fi
 fi
+
+# The serve page's browser tests (tests/serve/test_page.py) drive the system's Chromium through
+# Playwright, which never downloads a browser; without one they skip. Installed once, as root.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+      || echo "setup: chromium could not be installed with apt-get: the serve page tests will skip"
+  else
+    echo "setup: no chromium: install it (e.g. apt-get install chromium, as root) for the serve page tests, which skip without it"
+  fi
+fi
