@@ -181,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_benchmark)
 
     from rtdetr.cli.predict import add_predict_command
+    from rtdetr.cli.serve import add_serve_command
     from rtdetr.cli.train import add_train_commands
     add_predict_command(sub)
+    add_serve_command(sub)
     add_train_commands(sub)
     return parser
 
