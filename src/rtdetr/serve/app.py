@@ -127,6 +127,10 @@ def create_app(detector, *, max_batch: int = 8, batch_wait_ms: float = 5, max_up
         problems = [f"{e['loc'][-1]}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):   # a bug of ours: still one JSON line
+        return JSONResponse({"error": f"internal error: {first_line(exc)}"}, status_code=500)
+
     @app.post("/v1/detect", max_body_size=max_bytes)
     async def detect(request: Request, conf: Conf = None, imgsz: ImgSz = None, classes: Classes = None,
                      max_det: MaxDet = None,
