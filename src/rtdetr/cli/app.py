@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None,
                    help="training time budget; the epochs follow from it (default 9.2, or none with --epochs)")
     p.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs instead of the time budget")
-    p.add_argument("--imgsz", type=int, default=None, help="default 224 (detect) or 192 (segment)")
+    p.add_argument("--imgsz", type=int, default=None, help="default 224 (detect) or 160 (segment)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", choices=("detect", "segment"), default="detect",
