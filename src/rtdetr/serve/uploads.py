@@ -77,8 +77,8 @@ def parse_imgsz(text: str | None, fixed: tuple[int, int] | None) -> tuple[int, i
         return None
     try:
         hw = check_imgsz(text)
-    except ValueError as e:
-        raise HTTPException(422, f"imgsz: {e}") from None
+    except ValueError as e:  # its line names imgsz and suggests the nearest sizes
+        raise HTTPException(422, str(e)) from None
     if fixed is not None and hw != tuple(fixed):
         raise HTTPException(422, f"imgsz: this model is an exported graph of size {fixed[0]},{fixed[1]} only, "
                                  f"got {hw[0]},{hw[1]}")
