@@ -3,7 +3,8 @@ Playwright against a real uvicorn server whose detector's right answers are know
 
 The detector is the prediction tests' `ColourDetector` (it boxes the pure red / green / blue
 pixels of its input as classes 0 / 1 / 2), ranked: one score per colour, so the confidence
-slider has something to separate. The picture is made here, so the boxes the page must draw are known before it runs.
+slider has something to separate. The picture is made here, so the boxes the page must draw are
+known before it runs.
 
 Chromium is Debian's (`apt-get install chromium`, scripts/setup.sh does it as root): Playwright
 never downloads a browser here. The tests skip only where no Chromium or no Playwright is installed.
@@ -11,14 +12,12 @@ never downloads a browser here. The tests skip only where no Chromium or no Play
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.predict.conftest import BLUE, GREEN, RED, picture, save_picture
 from tests.serve.conftest import colour_detector
@@ -60,7 +59,8 @@ def app():
 def browser():
     with sync_api.sync_playwright() as p:
         # Debian's Chromium, never one Playwright would download; as root it needs --no-sandbox.
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield b
         b.close()
 
@@ -83,7 +83,7 @@ def upload(page, path: Path):
     # The page marks the canvas "loading" as the file is chosen; wait for the answer, then the drawing.
     with page.expect_response(lambda r: "/v1/detect" in r.url, timeout=30_000) as response:
         page.set_input_files("#file", str(path))
-    page.wait_for_selector("#canvas[data-state=drawn], #canvas[data-state=error]", timeout=30_000)
+    page.wait_for_selector("#canvas[data-state=drawn], #canvas[data-state=error]", state="attached", timeout=30_000)
     return response.value.json()
 
 
@@ -131,19 +131,19 @@ def test_page_draws_the_detections(page, tmp_path):
     for d in answer["detections"]:
         colour = COLOUR[d["label"]]
         assert d["score"] == pytest.approx(SCORES[colour], abs=1e-5)
-        assert torch.allclose(torch.tensor(d["box"]), torch.tensor(RECTS[colour], dtype=torch.float32),
-                              atol=tol), f"{colour}: {d['box']} != {RECTS[colour]} (±{tol} px)"
+        assert np.allclose(d["box"], RECTS[colour], rtol=0, atol=tol), f"{colour}: {d['box']} != {RECTS[colour]} (±{tol} px)"
 
-    # The canvas really shows it: inside a box the picture's own pixels (PNG decoding is exact),
-    # on each box's left edge (a 2 px stroke centred on x1 covers column floor(x1) whole) the
-    # same colour on all drawn boxes of a class, differing from the picture there and per class.
+    # The canvas really shows it: inside a box the picture's own pixels (PNG decoding is exact);
+    # on the box's outline (a 2 px stroke centred on x1 covers column floor(x1) whole, likewise
+    # x2 and y2) one colour, the same on its left, right and bottom edges, not the picture's
+    # pixel there, and another for the other class.
     edge_colours = {}
     for d in drawn:
         x1, y1, x2, y2 = d["box"]
         ymid = int((y1 + y2) / 2)
-        assert pixel(page, int(x1) + 8, ymid) == list(img[ymid, int(x1) + 8])
+        assert pixel(page, int(x1) + 8, ymid) == img[ymid, int(x1) + 8].tolist()
         edge = pixel(page, int(x1), ymid)
-        assert edge != list(img[ymid, int(x1)]), f"{COLOUR[d['label']]}'s box edge was not drawn"
+        assert edge != img[ymid, int(x1)].tolist(), f"{COLOUR[d['label']]}'s box edge was not drawn"
         assert edge == pixel(page, int(x2), ymid) == pixel(page, int((x1 + x2) / 2), int(y2))
         edge_colours[d["label"]] = tuple(edge)
     assert len(set(edge_colours.values())) == len(edge_colours) == 2
@@ -179,15 +179,30 @@ def test_server_error_is_shown(page, tmp_path):
     upload(page, save_picture(tmp_path / "shapes.png", shapes()))     # something drawn before
     bad = tmp_path / "notes.png"
     bad.write_text("this is not a picture\n")
-    upload(page, bad)
+    answer = upload(page, bad)
     error = page.text_content("#error")
     assert page.locator("#error").is_visible()
     # The server's own one-line error (415: Pillow cannot identify it), with its status.
-    assert error.startswith("The server answered 415:") and "not an image" in error
-    assert page.evaluate("window.rtdetrDrawn") == []
-    assert page.get_attribute("#canvas", "data-count") == "0"
+    assert error == f"The server answered 415: {answer['error']}" and "not an image" in error
+    assert json.loads(page.text_content("#json")) == answer
+    # Nothing drawn, and the previous picture's drawing is gone (the browser cannot show this one).
+    assert page.evaluate("window.rtdetrDrawn") == [] and page.get_attribute("#canvas", "data-count") == "0"
+    assert page.evaluate("document.getElementById('canvas').width") == 0
     upload(page, save_picture(tmp_path / "again.png", shapes()))      # a good picture clears it
     assert page.text_content("#error") == "" and page.get_attribute("#canvas", "data-count") == "2"
+
+
+def test_drop_zone(page, tmp_path):
+    """A picture dropped on the zone (a real drop event carrying the file) is detected like a chosen one."""
+    data = list(save_picture(tmp_path / "shapes.png", shapes()).read_bytes())
+    with page.expect_response(lambda r: "/v1/detect" in r.url, timeout=30_000):
+        page.evaluate("""bytes => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"}));
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+        }""", data)
+    page.wait_for_selector("#canvas[data-state=drawn]", timeout=30_000)
+    assert sorted(COLOUR[d["label"]] for d in page.evaluate("window.rtdetrDrawn")) == ["green", "red"]
 
 
 def disc(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
@@ -222,8 +237,12 @@ def test_masks_are_drawn(page, tmp_path):
     upload(page, save_picture(tmp_path / "grey.png", img))
     assert page.get_attribute("#canvas", "data-count") == "1"
     inside, outside, corner = pixel(page, 240, 180), pixel(page, 160, 100), pixel(page, 10, 10)
-    assert inside != [100, 100, 100]          # tinted inside the mask...
-    assert outside == [100, 100, 100] == corner   # ...not in the box outside the disc, nor elsewhere
+    assert outside == [100, 100, 100] == corner   # not tinted in the box outside the disc, nor elsewhere
+    # Inside, translucent: between the grey and the class colour (the opaque outline's, at x 150)
+    # in every channel, and neither of them.
+    colour = pixel(page, 150, 180)
+    assert colour != [100, 100, 100] and inside not in ([100, 100, 100], colour)
+    assert all(min(100, c) <= v <= max(100, c) for v, c in zip(inside, colour)), (inside, colour)
     # The fill follows the mask pixel for pixel along a row through the disc's edge (x 160..189 at
     # y 120, clear of the box's outline at x 150; the disc starts at x 173 there).
     row = page.evaluate("() => Array.from(document.getElementById('canvas').getContext('2d')"
