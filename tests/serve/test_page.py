@@ -249,3 +249,18 @@ def test_masks_are_drawn(page, tmp_path):
                         ".getImageData(160, 120, 30, 1).data)")
     tinted = [row[4 * i: 4 * i + 3] != [100, 100, 100] for i in range(30)]
     assert tinted == mask[120, 160:190].tolist() and any(tinted) and not all(tinted)
+
+
+def test_undecodable_mask_is_an_error_line(page, tmp_path):
+    """An answer whose mask does not cover its picture (RLE of 10x10 pixels, said to be H x W)."""
+    bad = {"size": [H, W], "counts": encode_rle(np.ones((10, 10), bool))[0]["counts"]}
+    answer = {"model": {"name": "colour-detector", "task": "segment", "imgsz": [640, 640], "classes": ["person"]},
+              "image": {"width": W, "height": H},
+              "detections": [{"box": [1.0, 1.0, 5.0, 5.0], "score": 0.8, "label": 0, "class_name": "person",
+                              "mask": bad}], "time_ms": {"inference": 1.0, "total": 2.0}}
+    page.route("**/v1/detect*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=json.dumps(answer)))
+    upload(page, save_picture(tmp_path / "shapes.png", shapes()))
+    assert page.text_content("#error") == ("A mask in the server's answer could not be decoded: "
+                                           f"RLE covers 100 pixels, its size {H}x{W} has {H * W}")
+    assert page.get_attribute("#canvas", "data-count") == "0"
