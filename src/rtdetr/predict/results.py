@@ -255,3 +255,28 @@ class Result:
             for d, rle in zip(coco, self.masks.rle, strict=True):
                 d["segmentation"] = rle
         return coco
+
+    def to_supervision(self):
+        """These detections as Roboflow supervision's `sv.Detections` (needs `rtdetr[supervision]`), for
+        its annotators, trackers, zones and metrics:
+
+            xyxy        float32 [N, 4]     pixels of the original picture (as `boxes.xyxy`)
+            confidence  float32 [N]        `scores`
+            class_id    int64 [N]          `labels`, the model's 0-based classes
+            data["class_name"]  str [N]    `class_names`
+            mask        bool [N, H, W]     `masks.data`, when the result has masks
+            tracker_id  int64 [N]          the track ids, when the result has them (tracking)
+        """
+        try:
+            import supervision as sv
+        except ImportError:
+            raise ImportError("to_supervision needs supervision: pip install 'rtdetr[supervision]'") from None
+        track_ids = getattr(self, "track_ids", None)
+        return sv.Detections(
+            xyxy=self.boxes.xyxy.numpy().astype(np.float32).reshape(-1, 4),
+            confidence=self.scores.numpy().astype(np.float32),
+            class_id=self.labels.numpy().astype(np.int64),
+            mask=self.masks.data.numpy() if self.masks is not None else None,
+            tracker_id=np.asarray(track_ids, dtype=np.int64).reshape(-1) if track_ids is not None else None,
+            data={"class_name": np.array(self.class_names, dtype=str).reshape(-1)},
+        )
