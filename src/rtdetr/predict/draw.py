@@ -55,10 +55,27 @@ def draw_detections(image: np.ndarray, boxes_xyxy: torch.Tensor, labels: list[in
         if texts and texts[i]:
             left, top, right, bottom = draw.textbbox((0, 0), texts[i], font=font)
             tw, th = right - left + 2 * lw, bottom - top + 2 * lw
-            ty = y1 - th if y1 - th >= 0 else y1
-            draw.rectangle([x1, ty, x1 + tw, ty + th], fill=c)
-            draw.text((x1 + lw - left, ty + lw - top), texts[i], fill=_text_colour(c), font=font)
+            tx, ty = label_origin((x1, y1), (tw, th), w)
+            draw.rectangle([tx, ty, tx + tw, ty + th], fill=c)
+            draw.text((tx + lw - left, ty + lw - top), texts[i], fill=_text_colour(c), font=font)
     return np.asarray(img)
+
+
+def label_text(name: str, score: float, labels: bool = True, scores: bool = True) -> str:
+    """The text written over a detection: "name score", e.g. "green_ellipse 0.87" (either part
+    left out with labels=False / scores=False; "" with both)."""
+    return " ".join(t for t in ((name if labels else ""), (f"{score:.2f}" if scores else "")) if t)
+
+
+def label_origin(box_top_left: tuple[float, float], strip_wh: tuple[int, int], width: int) -> tuple[float, float]:
+    """Top-left corner of a label's strip: just above its box (inside it when the box touches the
+    top edge), starting at the box's left edge but moved left as far as needed to end inside the
+    picture (`width` pixels wide). Without that move, a box near the right edge had its strip run
+    off the picture, and the score, the end of the text, was the part cut off."""
+    (x1, y1), (tw, th) = box_top_left, strip_wh
+    ty = y1 - th if y1 - th >= 0 else y1
+    tx = max(0.0, min(x1, width - 1 - tw))  # a strip wider than the picture starts at its left edge
+    return tx, ty
 
 
 def _font(size: int) -> ImageFont.ImageFont:
