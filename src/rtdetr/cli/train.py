@@ -73,6 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.best is not None:
         print(f"best AP50:95 {result.best.ap:.4f}, AP50 {result.best.ap50:.4f} (epoch {result.best_epoch + 1}); "
               f"weights in {result.run_dir / 'weights'}")
+    else:  # never validated, or a validation split without objects: no epoch was better than another
+        print(f"no validation scored, so no best.pt; the weights are in {result.run_dir / 'weights' / 'last.pt'}")
     return 0
 
 

@@ -6,7 +6,8 @@ not there) raise `DatasetError`, a `ValueError` whose message is one line naming
 Fixable problems (a box partly outside its image, a box of zero size, an unknown category,
 a malformed line, a missing image file, with masks an object without a segmentation, ...) are
 counted per kind and per file while a split loads; at the end `Problems.report` issues ONE
-`DatasetWarning` with one line per kind, e.g.
+`DatasetWarning` with one line per kind, printed as it is (without Python's file:line prefix
+and the library's source line under it), e.g.
 
     rtdetr: data/labels/train: 4 annotation problems fixed while loading split 'train':
       3 boxes partly outside the image, clipped (2 files: a.txt, b.txt)
@@ -47,6 +48,24 @@ def warn(message: str) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, DatasetWarning, stacklevel=level)
+
+
+def _format_dataset_warning(message, category, filename, lineno, line=None) -> str:
+    """How Python prints a warning, with DatasetWarning's summary printed as it is: the summary
+    already names the data set file, while the default format would prefix the library's own
+    file and line and echo that source line (`  train_set = load_dataset(...)`) under it, which
+    tells a user nothing. Other warnings keep the format that was in place."""
+    if isinstance(category, type) and issubclass(category, DatasetWarning):
+        return f"{message}\n"
+    return _format_other_warning(message, category, filename, lineno, line)
+
+
+# Only the printing changes: DatasetWarning still goes through the warnings machinery, so
+# filters, `pytest.warns`, `warnings.catch_warnings(record=True)` and `logging.captureWarnings`
+# see it as before. A reload of this module replaces its formatter instead of wrapping it twice.
+_format_other_warning = getattr(warnings.formatwarning, "wraps_format", warnings.formatwarning)
+_format_dataset_warning.wraps_format = _format_other_warning
+warnings.formatwarning = _format_dataset_warning
 
 
 class DatasetError(ValueError):

@@ -82,6 +82,16 @@ class EvalResult:
                    num_images=int(d.get("num_images", 0)), segm=segm)
 
     @property
+    def empty(self) -> bool:
+        """Whether there was nothing to score: the evaluated images hold no ground-truth object,
+        so COCO leaves every number -1 ("undefined"), which is no measure of the model."""
+        return self.ap < 0 and sum(c.num_gt for c in self.per_class.values()) == 0
+
+    def nothing_to_score(self) -> str:
+        """The line that stands for the numbers when `empty`."""
+        return f"no objects in the {self.num_images} evaluated image{'s' if self.num_images != 1 else ''} to score"
+
+    @property
     def stats(self) -> list[float]:
         """The 12 numbers in COCO's order (what the official code logs as `coco_eval_bbox`)."""
         return [getattr(self, name) for name, *_ in SUMMARY]
@@ -97,7 +107,10 @@ class EvalResult:
 
     def summary(self) -> str:
         """The 12 numbers as COCO prints them, one per line; with mask metrics, both blocks of
-        12 under COCO's 'IoU metric: bbox' / 'IoU metric: segm' headings."""
+        12 under COCO's 'IoU metric: bbox' / 'IoU metric: segm' headings. With nothing to score
+        (`empty`), one line saying so instead of twelve -1s."""
+        if self.empty:
+            return self.nothing_to_score() + " (AP and AR are undefined)"
         if self.segm is not None:
             return f"IoU metric: bbox\n{self._lines()}\nIoU metric: segm\n{self.segm._lines()}"
         return self._lines()
@@ -115,7 +128,8 @@ class EvalResult:
 
         With mask metrics two more columns, maskAP and maskAP50, hold the masks' AP50:95 and
         AP50 of each class. The last row, 'all', holds the totals and COCO's AP and AP50 (the
-        mean over the classes that have ground truth).
+        mean over the classes that have ground truth). With nothing to score (`empty`), a last line
+        says so.
         """
         width = max([len("class"), len("all"), *(len(n) for n in self.per_class)])
         masks = self.segm.per_class if self.segm is not None else None
@@ -132,6 +146,8 @@ class EvalResult:
         if self.segm is not None:
             row += f" {_cell(self.segm.ap, 8)} {_cell(self.segm.ap50, 8)}"
         rows.append(row)
+        if self.empty:
+            rows.append(self.nothing_to_score())
         return "\n".join(rows)
 
 

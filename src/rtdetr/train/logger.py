@@ -68,7 +68,10 @@ class RunLogger:
             ax.set_xlabel("epoch")
             ax.set_title(name)
             ax.grid(alpha=0.3)
-            ax.legend()
+            # An epoch that was not validated has no AP to draw: a legend then has nothing to
+            # name, and matplotlib would warn about it at the end of every short run.
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
             fig.tight_layout()
             fig.savefig(self.run_dir / f"{name}.png", dpi=100)
             plt.close(fig)

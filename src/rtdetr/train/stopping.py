@@ -17,7 +17,13 @@ def over_budget(train_seconds: float, epoch_seconds: float, budget_hours: float 
 
 def record_validation(state: dict, ap: float, epoch: int, min_delta: float, patience: int | None) -> tuple[bool, bool]:
     """Count a validation AP50:95 in the trainer's `state` (best_ap, best_epoch, bad_epochs);
-    returns (improved by more than `min_delta`, early stopping says stop)."""
+    returns (improved by more than `min_delta`, early stopping says stop).
+
+    An undefined AP (COCO's -1: a validation split without objects) counts neither way: it is
+    no improvement (it must not become the best), and no bad epoch either (nothing was
+    measured, so early stopping has no evidence to stop on)."""
+    if ap < 0:
+        return False, False
     improved = state["best_ap"] is None or ap > state["best_ap"] + min_delta
     if improved:
         state["best_ap"], state["best_epoch"], state["bad_epochs"] = ap, epoch, 0

@@ -298,7 +298,7 @@ class Trainer(StepMixin, CheckpointMixin):
             if hasattr(fn, "end_epoch"):
                 columns.update(fn.end_epoch(epoch))
         stop = False
-        if result is not None:
+        if result is not None and not result.empty:  # nothing to score: no best, no restart, no stop
             improved, stop = record_validation(st, fitness(result), epoch, cfg.min_delta, cfg.patience)
             if improved:
                 self.save_best(weights, result)
@@ -317,7 +317,10 @@ class Trainer(StepMixin, CheckpointMixin):
                 if result.segm is not None:
                     row.update({f"mask_{k}": getattr(result.segm, k) for k in ("ap", "ap50", "ap75")})
                     masks = f"  masks AP50:95 {result.segm.ap:.4f}  AP50 {result.segm.ap50:.4f}"
-                print(f"epoch {epoch + 1}: AP50:95 {result.ap:.4f}  AP50 {result.ap50:.4f}{masks}  ({which} weights)")
+                if result.empty:  # COCO's -1 is "no ground truth", not a score
+                    print(f"epoch {epoch + 1}: no objects in the validation split to score ({result.num_images} images)")
+                else:
+                    print(f"epoch {epoch + 1}: AP50:95 {result.ap:.4f}  AP50 {result.ap50:.4f}{masks}  ({which} weights)")
             self.logger.epoch(row)
         st.update(epoch=epoch + 1, step_in_epoch=0, sums={}, count=0)
         self.plan_epochs(time.time() - started)
