@@ -2,6 +2,7 @@
 
     rtdetr predict --weights rtdetrv2_r18vd_120e_coco_rerun_48.1.pth photos/ street.mp4 'more/*.jpg'
     rtdetr predict --model rtdetrv2_r18vd --conf 0.4 --imgsz 480,800 --decoder-layers 2 photos/
+    rtdetr predict --weights best.pt --tile 640 --overlap 0.2 --batch 8 aerial/   # small objects, large pictures
 
 Exit status: 0 when every input was read, 1 when some could not be (the rest is still done,
 and each failure is listed, one line, at the end and in failures.txt), 2 on an error that
@@ -35,6 +36,12 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
                    help="network input size: 640 (square) or H,W such as 480,800; multiples of 32 (default 640)")
     p.add_argument("--decoder-layers", type=int, default=None, help="decoder layers to run (fewer is faster)")
     p.add_argument("--batch", type=int, default=1, help="pictures per forward pass (default 1)")
+    p.add_argument("--tile", type=int, default=None, metavar="PIXELS",
+                   help="predict pictures larger than this by overlapping PIXELS x PIXELS tiles (each at the "
+                        "network size) plus one full-picture pass, merged: small objects in large pictures; "
+                        "--batch tiles per forward pass (default: one pass per picture)")
+    p.add_argument("--overlap", type=float, default=0.2,
+                   help="with --tile: the fraction of a tile its neighbours share, in [0, 0.9) (default 0.2)")
     p.add_argument("--max-det", type=int, default=300, help="detections considered per picture (default 300)")
     p.add_argument("--mask-threshold", type=float, default=0.5,
                    help="segmentation models: a pixel is in a mask at this probability or more (default 0.5)")
@@ -74,9 +81,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(model, conf=args.conf, imgsz=args.imgsz, batch=args.batch,
                           decoder_layers=args.decoder_layers, max_det=args.max_det, device=device, half=half,
                           exif=not args.no_exif, optimize=not args.no_optimize,
-                          mask_threshold=args.mask_threshold, mask_crop=not args.no_mask_crop)
+                          mask_threshold=args.mask_threshold, mask_crop=not args.no_mask_crop,
+                          tile=args.tile, overlap=args.overlap)
     h, w = predictor.imgsz
-    print(f"{describe(model, args.decoder_layers)} on {device} at {h}x{w}, conf {args.conf}", file=sys.stderr)
+    tiles = f", tiles of {args.tile} px overlapping {args.overlap:g}" if args.tile is not None else ""
+    print(f"{describe(model, args.decoder_layers)} on {device} at {h}x{w}, conf {args.conf}{tiles}", file=sys.stderr)
 
     source = args.source[0] if len(args.source) == 1 else args.source
     start = time.perf_counter()

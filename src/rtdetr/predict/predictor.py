@@ -11,7 +11,8 @@ size, aspect ratio not kept, pixels / 255, RGB), the model, and the official pos
 (top `max_det` over queries x classes); detections scoring below `conf` are dropped and the
 boxes are scaled back, per axis, to the picture's own pixels. A segmentation model's mask
 logits (1/4 of the network input) are upsampled to the picture's pixels for the kept detections
-only and thresholded: `Result.masks`.
+only and thresholded: `Result.masks`. With `tile=`, a large picture is predicted by overlapping
+tiles plus one full-picture pass, merged (`rtdetr.predict.tiling`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from rtdetr.models.postprocess import paste_masks
 from rtdetr.predict.results import Boxes, Masks, Result
 from rtdetr.predict.run import RunWriter, next_run_dir
 from rtdetr.predict.sources import Failure, Frame, Source, count_pictures, expand, iter_frames
+from rtdetr.predict.tiling import check_tiling, predict_tiled
 from rtdetr.predict.video import is_video
 
 
@@ -70,13 +72,18 @@ class Predictor:
     mask_threshold: (segmentation models) a pixel belongs to a mask when its probability is above this
     mask_crop: (segmentation models) clear each mask's pixels outside its box (the default: masks are
             learnt inside their boxes, `rtdetr.train.mask_losses`; False shows the raw map)
+    tile:   predict pictures larger than this (pixels) by overlapping tile x tile crops, each at the
+            network size, plus one full-picture pass, merged by per-class NMS (`rtdetr.predict.tiling`:
+            small objects in large pictures); tiles go `batch` per forward pass. None: one pass.
+    overlap: the fraction of a tile its neighbours share, in [0, 0.9) (default 0.2)
     """
 
     def __init__(self, model, *, conf: float = 0.5, imgsz: int | tuple[int, int] | None = None, batch: int = 1,
                  decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
                  half: bool = False, exif: bool = True, class_names: list[str] | None = None,
                  category_ids: list[int] | None = None, optimize: bool = True,
-                 mask_threshold: float = 0.5, mask_crop: bool = True):
+                 mask_threshold: float = 0.5, mask_crop: bool = True, tile: int | None = None,
+                 overlap: float = 0.2):
         if isinstance(model, (str, Path)):
             raise TypeError(f"Predictor takes a model, not {str(model)!r}: rtdetr.load_model({str(model)!r}).predict(...)")
         self.device = torch.device(device) if device is not None else _device_of(model)
@@ -92,6 +99,9 @@ class Predictor:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.batch = int(batch)
+        if tile is not None:
+            check_tiling(tile, overlap)
+        self.tile, self.overlap = (int(tile) if tile is not None else None), float(overlap)
         self.decoder_layers = check_decoder_layers(model, decoder_layers)
         self.half = half and self.device.type == "cuda"
         if half and not self.half:
@@ -170,7 +180,14 @@ class Predictor:
             yield result
 
     def predict_batch(self, frames: list[Frame]) -> list[Result]:
-        """One forward pass over `frames` (pictures [H, W, 3] uint8 RGB of any sizes)."""
+        """The Results of `frames` (pictures [H, W, 3] uint8 RGB of any sizes): one forward pass,
+        or with `tile` each picture by its tiles (`batch` per forward pass) and a full pass."""
+        if self.tile is not None:
+            return [predict_tiled(f, self._predict_frames, self.tile, self.overlap, self.batch) for f in frames]
+        return self._predict_frames(frames)
+
+    def _predict_frames(self, frames: list[Frame]) -> list[Result]:
+        """One forward pass over `frames`."""
         if isinstance(self.backend, TorchBackend):
             # The fused copy is made (or found) before the clock starts: making it is set-up, not inference.
             self.backend.prepare(self.imgsz)
@@ -213,14 +230,15 @@ def predict(model, source: Source, *, conf: float = 0.5, imgsz: int | tuple[int,
             decoder_layers: int | None = None, max_det: int = 300, device: str | torch.device | None = None,
             half: bool = False, exif: bool = True, class_names: list[str] | None = None,
             category_ids: list[int] | None = None, optimize: bool = True, mask_threshold: float = 0.5,
-            mask_crop: bool = True, stream: bool = False, save: bool = False, save_images: bool = True,
-            out: str | Path | None = None, project: str | Path = "runs/predict", name: str = "exp",
+            mask_crop: bool = True, tile: int | None = None, overlap: float = 0.2, stream: bool = False,
+            save: bool = False, save_images: bool = True, out: str | Path | None = None,
+            project: str | Path = "runs/predict", name: str = "exp",
             progress: bool | None = None) -> Predictions | Iterator[Result]:
     """Predict with `model` on `source` in one call; the arguments are `Predictor`'s and `Predictor.__call__`'s."""
     predictor = Predictor(model, conf=conf, imgsz=imgsz, batch=batch, decoder_layers=decoder_layers,
                           max_det=max_det, device=device, half=half, exif=exif, class_names=class_names,
                           category_ids=category_ids, optimize=optimize, mask_threshold=mask_threshold,
-                          mask_crop=mask_crop)
+                          mask_crop=mask_crop, tile=tile, overlap=overlap)
     return predictor(source, stream=stream, save=save, save_images=save_images, out=out, project=project,
                      name=name, progress=progress)
 
