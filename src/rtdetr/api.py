@@ -5,6 +5,7 @@ exports, benchmarks and saves.
     det = rtdetr.load_model("rtdetrv2_r18vd")         # official COCO weights, downloaded once
     results = det.predict("photos/", conf=0.5)          # list of Result
     metrics = det.val("data/my_set")                    # EvalResult (COCO AP)
+    tracks = det.track("street.mp4", save=True)         # Results with track_ids; runs/track/exp
     det.train(data="data/my_set", epochs=12)            # fine-tunes (the recipe's other defaults), then holds best.pt
     det.export("model.onnx")                            # post-processing inside
     out = det.model(x)                                  # the nn.Module: {'pred_logits', 'pred_boxes'}
@@ -89,6 +90,14 @@ class Detector:
         (a generator with stream=True). Keyword arguments: `rtdetr.predict.Predictor`'s and its call's."""
         from rtdetr.predict import predict
         return predict(self, source, **kwargs)
+
+    def track(self, source, tracker="bytetrack", **kwargs):
+        """Objects followed through a video file, webcam index or stream URL: tracked `Result`s
+        (`track_ids`: one id per object; only the boxes the tracker kept), a generator with
+        stream=True; save=True writes the annotated video and a MOT Challenge file.
+        Keyword arguments: `rtdetr.predict.track.track`'s (tracker thresholds) and `Predictor`'s."""
+        from rtdetr.predict.track import track
+        return track(self, source, tracker=tracker, **kwargs)
 
     def val(self, data: str | Path, split: str = "val", *, imgsz: int | tuple[int, int] | None = None,
             batch: int = 8, workers: int = 2, device: str | torch.device = "cpu"):

@@ -182,9 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rtdetr.cli.predict import add_predict_command
     from rtdetr.cli.serve import add_serve_command
+    from rtdetr.cli.track import add_track_command
     from rtdetr.cli.train import add_train_commands
     add_predict_command(sub)
     add_serve_command(sub)
+    add_track_command(sub)
     add_train_commands(sub)
     return parser
 

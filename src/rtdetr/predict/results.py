@@ -165,6 +165,8 @@ class Result:
     speed:  milliseconds per picture for 'preprocess', 'inference', 'postprocess'
     masks:  `Masks` (.data bool [N, H, W], .rle, .polygons) of a segmentation model, one per box;
             None for detection models
+    track_ids: int64 [N], each box's track id (1, 2, ...: one per object through a video) when the
+            result comes from tracking (`rtdetr.predict.track`); None otherwise
     """
 
     boxes: Boxes
@@ -178,6 +180,7 @@ class Result:
     category_ids: list[int] | None = None
     speed: dict[str, float] = field(default_factory=dict)
     masks: Masks | None = None
+    track_ids: torch.Tensor | None = None
 
     @property
     def orig_shape(self) -> tuple[int, int]:
@@ -217,14 +220,19 @@ class Result:
     def plot(self, labels: bool = True, scores: bool = True, line_width: int | None = None,
              masks: bool = True) -> np.ndarray:
         """The picture with its boxes drawn, over its masks (translucent fills in the class colour,
-        when it has masks and masks=True): [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view)."""
+        when it has masks and masks=True): [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view).
+        A tracked result is drawn one colour per track, each label led by its id: "#3 person 0.91"."""
         from rtdetr.predict.draw import draw_detections
         texts = None
         if labels or scores:
             texts = [" ".join(t for t in ((n if labels else ""), (f"{s:.2f}" if scores else "")) if t)
                      for n, s in zip(self.class_names, self.scores.tolist())]
+        colour_keys = self.labels.tolist()
+        if self.track_ids is not None:  # draw_detections colours by these keys: one colour per track
+            colour_keys = self.track_ids.tolist()
+            texts = [f"#{i} {t}".rstrip() for i, t in zip(colour_keys, texts or [""] * len(colour_keys))]
         fills = self.masks.data.numpy() if masks and self.masks is not None else None
-        return draw_detections(self.orig_img, self.boxes.xyxy, self.labels.tolist(), texts, line_width, fills)
+        return draw_detections(self.orig_img, self.boxes.xyxy, colour_keys, texts, line_width, fills)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the annotated picture (`plot()`: boxes, and masks if any) to `path` (default:
