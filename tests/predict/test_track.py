@@ -23,6 +23,7 @@ import torch
 from rtdetr.api import Detector
 from rtdetr.cli import app as cli
 from rtdetr.cli import predict as predict_cli
+from rtdetr.core.errors import ImageReadError
 from rtdetr.predict.draw import draw_detections
 from rtdetr.predict.sources import SourceError
 from rtdetr.predict.track import track
@@ -222,3 +223,13 @@ def test_missing_extra_is_one_line(video, monkeypatch, capsys):
     assert cli.main(["track", str(video), "--weights", "w.pth"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["rtdetr: error: tracking needs Roboflow's trackers package: pip install 'rtdetr[track]'"]
+
+
+def test_unreadable_videos_are_one_line(tmp_path):
+    """A webcam that is not there, and a file that is no video: one line naming them."""
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    for source, where in [(63, "63"), ("63", "63"), (noise, str(noise))]:
+        with pytest.raises((ImageReadError, SourceError)) as e:
+            list(track(make_detector(), source, imgsz=IMGSZ))
+        assert where in str(e.value) and "\n" not in str(e.value)
