@@ -176,3 +176,122 @@ def test_cli_unknown_path(capsys):
     assert main(["benchmark", "demo", "--weights", "none", "--paths", "torch", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rtdetr: error: unknown path 'nope'") and "\n" not in err and "openvino-int8" in err
+
+
+# -- accuracy beside latency (data=)
+
+from rtdetr.bench import accuracy as bench_accuracy
+from rtdetr.data import make_synthetic_dataset
+from rtdetr.eval.validate import validate
+from rtdetr.predict.predictor import Predictor
+from rtdetr.runtime.exported import OnnxRuntimeModel
+from rtdetr.runtime.fused import optimize_for_inference
+from rtdetr.models.nn.detector import module_of
+
+ACCURACY_PATHS = ["torch", "torch-fused", "onnxruntime"]
+
+
+@pytest.fixture(scope="module")
+def val_data(model, tmp_path_factory):
+    """4 val pictures whose ground truth is the eager model's own 3 best boxes on each (as the
+    evaluation feeds it: `val_transforms`): with random weights AP is then well above 0, so a
+    path's AP is a number that can be compared."""
+    from rtdetr.data import load_dataset
+    from rtdetr.data.transforms import val_transforms
+    from rtdetr.models.postprocess import postprocess
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("acc") / "ds", num_train=2, num_val=4, image_size=(96, 128))
+    file = root / "annotations" / "instances_val.json"
+    gt = json.loads(file.read_text())
+    gt["annotations"] = []
+    for image, target in load_dataset(root, "val", transforms=val_transforms((IMGSZ, IMGSZ))):
+        with torch.no_grad():
+            det = postprocess(model.model.eval()(image[None]), target["orig_size"][None])[0]
+        for (x1, y1, x2, y2), label in zip(det["boxes"][:3].tolist(), det["labels"][:3].tolist()):
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": int(target["image_id"]),
+                                      "category_id": label + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                      "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    file.write_text(json.dumps(gt))
+    return root
+
+
+@pytest.fixture(scope="module")
+def acc_report(model, val_data, tmp_path_factory) -> BenchmarkReport:
+    paths = [p for p in ACCURACY_PATHS if p in available_paths()]
+    return run_benchmark(model, paths, imgsz=IMGSZ, runs=1, warmup=0, threads=2, pause=0, log=None,
+                         data=val_data, workdir=tmp_path_factory.mktemp("exports"))
+
+
+def test_each_paths_ap_is_validate_of_its_own_artefact(model, val_data, acc_report, tmp_path_factory):
+    """The independent truth: `validate()` of the same artefact, made here (same weights, same
+    export). Same artefact and images, so equal up to summation order: 1e-6."""
+    truth = {"torch": validate(model, val_data, imgsz=IMGSZ, workers=0),
+             "torch-fused": validate(optimize_for_inference(model, IMGSZ), val_data, imgsz=IMGSZ, workers=0)}
+    if "onnxruntime" in acc_report.paths:
+        graph = next(tmp_path_factory.getbasetemp().glob("exports*/model_*x*.onnx"))
+        truth["onnxruntime"] = validate(OnnxRuntimeModel(graph, threads=2), val_data, workers=0)
+    assert set(acc_report.accuracy) == set(acc_report.paths) == set(truth)
+    for p, t in truth.items():
+        a = acc_report.accuracy[p]
+        assert a.ap == pytest.approx(t.ap, abs=1e-6) and a.ap50 == pytest.approx(t.ap50, abs=1e-6), p
+        assert a.images == 4 and not a.flagged
+    assert acc_report.accuracy["torch"].ap > 0.5                 # the ground truth is its own boxes
+    assert acc_report.accuracy["torch"].drop is None
+    assert acc_report.evaluation == {"data": str(val_data), "split": "val", "images": 4, "ap_drop": 0.01,
+                                     "reference": "torch"}
+
+
+def test_table_and_json_hold_ap_beside_latency(acc_report):
+    table = acc_report.table()
+    head = next(line for line in table.splitlines() if line.startswith("path "))
+    assert head.index("e2e") < head.index("AP50:95") < head.index("AP50 ")   # beside the latency columns
+    rows = [line for line in table.splitlines() if line.split(" ")[0] in acc_report.paths]
+    row = rows[0]
+    assert f"{acc_report.accuracy['torch'].ap:.3f}" in row and f"{acc_report.accuracy['torch'].ap50:.3f}" in row
+    back = BenchmarkReport.from_json(acc_report.to_json())
+    assert back == acc_report
+    d = json.loads(acc_report.to_json())
+    assert set(d["accuracy"]["torch"]) >= {"ap", "ap50", "images", "drop", "flagged"}
+    assert not any("!" in r for r in rows)  # fp32 paths: no flag
+
+
+def test_a_path_that_loses_ap_is_flagged(model, val_data, monkeypatch):
+    """torch-fused's boxes moved by a quarter of the picture: its AP falls, the eager one's not."""
+    real = bench_accuracy.artefact
+
+    def shifted(predictor):
+        module = real(predictor)
+        if module is module_of(model):  # the eager reference stays as it is
+            return module
+
+        class Shifted(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = module
+
+            def forward(self, x):
+                out = dict(self.inner(x))
+                out["pred_boxes"] = (out["pred_boxes"] + torch.tensor([0.25, 0.25, 0.0, 0.0])).clamp(0, 1)
+                return out
+        return Shifted().eval()
+
+    monkeypatch.setattr(bench_accuracy, "artefact", shifted)
+    got = run_benchmark(model, ["torch", "torch-fused"], imgsz=IMGSZ, runs=1, warmup=0, threads=2, pause=0,
+                        log=None, data=val_data, data_images=2)
+    a, ref = got.accuracy["torch-fused"], got.accuracy["torch"]
+    assert a.images == ref.images == 2 and got.evaluation["images"] == 2
+    assert a.flagged and a.drop == pytest.approx(ref.ap - a.ap) and a.drop > 0.01
+    row = next(line for line in got.table().splitlines() if line.startswith("torch-fused "))
+    assert f"{a.ap:.3f}!" in row
+    assert any(n.startswith("torch-fused: AP50:95") and "--ap-drop 0.01" in n for n in got.notes)
+    assert "note: torch-fused: AP50:95" in got.table()
+
+
+def test_cli_benchmark_with_data(val_data, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    status = main(["benchmark", "demo", "--weights", "none", "--paths", "torch", "--imgsz", str(IMGSZ),
+                   "--runs", "1", "--warmup", "0", "--threads", "2", "--pause-ms", "0", "--json", str(out),
+                   "--data", str(val_data), "--data-images", "3", "--ap-drop", "0.05"])
+    text = capsys.readouterr().out
+    assert status == 0 and "AP50:95" in text and "3 images" in text
+    d = json.loads(out.read_text())
+    assert d["evaluation"]["images"] == 3 and d["evaluation"]["ap_drop"] == 0.05 and d["accuracy"]["torch"]["ap"] >= 0

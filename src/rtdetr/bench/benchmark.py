@@ -30,6 +30,10 @@ that ran before (PyTorch's, ONNX Runtime's and OpenVINO's pools spin-wait for a 
 call) must not compete with the next path, which a single-runtime application would not see.
 Warm-up iterations are run the same way and discarded.
 
+With a data set (`data=`), each path's COCO box AP50:95 and AP50 on its val split, computed by
+that path's own artefact at its own precision after timing (`bench.accuracy`), stand beside its
+latency; a path more than `ap_drop` below eager torch is flagged ('!' and a note).
+
 The report holds every sample, the percentiles (numpy's, linear interpolation), throughput
 (images / s = images run / total e2e time), ratios to the eager `torch` path, whether the paths
 found the same number of detections on the picture, the machine, and how many cores other
@@ -54,13 +58,15 @@ from rtdetr.bench.report import Agreement, BenchmarkReport, REFERENCE, add_ratio
 from rtdetr.bench.images import decode_image, describe_image, read_image
 from rtdetr.bench.timing import OtherLoad, PAUSE, busy_note, interleaved, machine_info, pipeline_step, torch_threads
 from rtdetr.bench.paths import Exports, PATHS, build_predictor, check_paths, missing
+from rtdetr.bench.accuracy import AP_DROP, Accuracy, ValImages, path_accuracy
 
 
 def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tuple[int, int] = 640,
                   batches: Sequence[int] = (1,), runs: int = 20, warmup: int = 3, threads: int | None = None,
                   image: bytes | str | Path | None = None, conf: float = 0.5, workdir: str | Path | None = None,
                   onnx: str | Path | None = None, onnx_int8: str | Path | None = None, calibration=None,
-                  pause: float = PAUSE, weights: str = "?",
+                  pause: float = PAUSE, weights: str = "?", data: str | Path | None = None,
+                  data_images: int | None = None, ap_drop: float = AP_DROP,
                   log: Callable[[str], None] | None = print) -> BenchmarkReport:
     """Measure `paths` of `model` (an `RTDETR`) on one picture, interleaved; see the module docstring.
 
@@ -78,8 +84,13 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
               the benchmark picture alone, enough for timing; not for accuracy)
     pause:    idle seconds before each timed step (see `interleaved`)
     weights:  how the weights were chosen, recorded in the report (e.g. "none (random)")
+    data:     a data set (COCO, YOLO or VOC folder): each path's box AP50:95 and AP50 on its val
+              split, computed by that path's own predictor artefact after timing (`bench.accuracy`);
+              a path more than `ap_drop` (absolute, default 0.01) below eager torch is flagged
+    data_images: evaluate the first N val images only (default: all)
     log:      where progress notes go (None: nowhere)
     """
+    class_names = getattr(model, "class_names", None)  # a Detector's; its module has none
     model = module_of(model)
     if not isinstance(model, RTDETR):
         raise TypeError(f"run_benchmark needs an RTDETR model (zoo name or checkpoint), got {type(model).__name__}; "
@@ -90,8 +101,12 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
     if runs < 1 or warmup < 0 or threads < 1 or not batches or min(batches) < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, threads >= 1 and batch sizes >= 1; got runs={runs}, "
                          f"warmup={warmup}, threads={threads}, batches={list(batches)}")
+    if ap_drop < 0:
+        raise ValueError(f"ap_drop is an absolute AP50:95 drop, at least 0; got {ap_drop}")
     imgsz = check_imgsz(imgsz)
-    data, source = read_image(image)
+    # The val split is read first: a data set that does not fit the model fails before any export.
+    val = ValImages(data, imgsz, data_images, class_names, model.num_classes) if data is not None else None
+    picture, source = read_image(image)
     skipped = {p: why for p in paths if (why := missing(p)) is not None}
     for p, why in skipped.items():
         log(f"skipping {p}: {why}")
@@ -102,30 +117,38 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
     with tempfile.TemporaryDirectory(prefix="rtdetr-bench-") as tmp, torch_threads(threads):
         folder = Path(workdir) if workdir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        calib = calibration if calibration is not None else [decode_image(data)]
+        calib = calibration if calibration is not None else [decode_image(picture)]
         exports = Exports(folder, model, imgsz, calib,
                           Path(onnx) if onnx else None, Path(onnx_int8) if onnx_int8 else None)
         predictors, details = {}, {}
         for p in paths:
             log(f"preparing {p}")
             predictors[p], details[p] = build_predictor(p, model, exports, imgsz, threads, conf)
-        agreement = check_agreement(predictors, data)
-        steps = {(p, b): pipeline_step(predictors[p], data, b) for p in paths for b in batches}
+        agreement = check_agreement(predictors, picture)
+        steps = {(p, b): pipeline_step(predictors[p], picture, b) for p in paths for b in batches}
         log(f"timing {len(paths)} path(s) x batch {', '.join(map(str, batches))}: {warmup} warm-up + {runs} runs")
         with OtherLoad() as other:
             samples = interleaved(steps, runs, warmup, pause)
+        accuracy, evaluation = {}, None
+        if val is not None:  # after timing: evaluating warms nothing the timing would see
+            ref = {REFERENCE: predictors[REFERENCE]} if REFERENCE in predictors else \
+                {REFERENCE: Predictor(model, optimize=False, conf=conf, imgsz=imgsz)}  # eager float32, untimed
+            accuracy = path_accuracy({**ref, **predictors}, val, REFERENCE, ap_drop, log)
+            evaluation = {"data": val.data, "split": "val", "images": val.images, "ap_drop": ap_drop,
+                          "reference": REFERENCE}
 
     results = [path_result(p, b, details[p], samples[(p, b)]) for p in paths for b in batches]
     add_ratios(results)
     machine = {**machine_info(threads), "other_load_cores": other.cores}
     notes = _notes(agreement, weights, conf) + [n for n in [busy_note(other.cores)] if n]
+    notes += accuracy_notes(accuracy, ap_drop, timed=paths)
     if any("-int8" in p for p in paths) and (note := int8_note()):
         notes.append(note)
     return BenchmarkReport(
         model=getattr(getattr(model, "cfg", None), "name", type(model).__name__), weights=weights, imgsz=imgsz,
         batches=list(batches), runs=runs, warmup=warmup, threads=threads, conf=conf, pause=pause,
-        image=describe_image(data, source), machine=machine, results=results, skipped=skipped,
-        agreement=agreement, notes=notes)
+        image=describe_image(picture, source), machine=machine, results=results, skipped=skipped,
+        agreement=agreement, notes=notes, accuracy=accuracy, evaluation=evaluation)
 
 
 def check_agreement(predictors: dict[str, Predictor], data: bytes,
@@ -141,6 +164,21 @@ def check_agreement(predictors: dict[str, Predictor], data: bytes,
     n_ref = counts[ref][0]
     allowed = max(1, round(tolerance * n_ref))
     return {p: Agreement(n, ref, n_ref, top, abs(n - n_ref) <= allowed) for p, (n, top) in counts.items()}
+
+
+def accuracy_notes(accuracy: dict[str, Accuracy], ap_drop: float, timed: Sequence[str]) -> list[str]:
+    """A line per flagged path (the '!' in the table), and what stands in for the numbers when
+    the reference could not be scored or was evaluated without being timed."""
+    ref = accuracy.get(REFERENCE)
+    if ref is None:
+        return []
+    if ref.ap < 0:
+        return [f"AP: no objects in the {ref.images} val image(s) to score; accuracy not compared"]
+    notes = [] if REFERENCE in timed else [f"AP reference {REFERENCE} (eager float32, not timed): "
+                                           f"AP50:95 {ref.ap:.3f}, AP50 {ref.ap50:.3f}"]
+    notes += [f"{p}: AP50:95 {a.ap:.3f} is {a.drop:.3f} below {REFERENCE}'s {ref.ap:.3f}, more than "
+              f"--ap-drop {ap_drop:g}: this path costs accuracy" for p, a in accuracy.items() if a.flagged]
+    return notes
 
 
 def _notes(agreement: dict[str, Agreement], weights: str, conf: float) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdetr.bench.accuracy import Accuracy
 
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "sum", "e2e")
@@ -87,6 +88,10 @@ class BenchmarkReport:
     skipped: dict[str, str] = field(default_factory=dict)    # path -> why it did not run
     agreement: dict[str, Agreement] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # With a data set: each path's box AP on its val split (`bench.accuracy`), and what was
+    # evaluated: {'data', 'split', 'images', 'ap_drop', 'reference'}.
+    accuracy: dict[str, Accuracy] = field(default_factory=dict)
+    evaluation: dict | None = None
 
     @property
     def paths(self) -> list[str]:
@@ -119,6 +124,7 @@ class BenchmarkReport:
         d["imgsz"] = tuple(d["imgsz"])
         d["results"] = [PathResult.from_dict(r) for r in d["results"]]
         d["agreement"] = {k: Agreement(**v) for k, v in d["agreement"].items()}
+        d["accuracy"] = {k: Accuracy(**v) for k, v in d.get("accuracy", {}).items()}
         return cls(**d)
 
     @classmethod
@@ -156,8 +162,14 @@ def format_table(report: BenchmarkReport) -> str:
              f"{m['cpu']}: {m.get('cpu_capabilities', {}).get('summary', '?')} ({m['usable_cores']} usable cores; other processes used "
              f"{_cores(m.get('other_load_cores'))} while timing), torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"]
+    if report.evaluation is not None:
+        e = report.evaluation
+        lines.append(f"AP: COCO box AP50:95 / AP50 of each path, run by that path, on {e['data']} ({e['split']}, "
+                     f"{e['images']} images); ! = AP50:95 more than {e['ap_drop']:g} below {e['reference']}'s")
+    accuracy = report.accuracy
     head = (f"{'path':<20}{'decode':>8}{'pre':>8}{'infer':>9}{'post':>8}{'e2e':>9}{'p95':>9}{'p99':>9}"
-            f"{'img/s':>8}{'infer/torch':>12}{'e2e/torch':>10}  dets")
+            f"{'img/s':>8}{'infer/torch':>12}{'e2e/torch':>10}" + (f"{'AP50:95':>9}{'AP50':>7}" if accuracy else "")
+            + "  dets")
     for batch in report.batches:
         lines += ["", f"batch {batch}: ms per batch, p50 unless marked", head, "-" * len(head)]
         for r in (r for r in report.results if r.batch == batch):
@@ -166,11 +178,19 @@ def format_table(report: BenchmarkReport) -> str:
             dets = "" if a is None else f"{a.detections}{'' if a.agrees else ' DISAGREES'}"
             lines.append(f"{r.path:<20}{s['decode'].p50:>8.2f}{s['preprocess'].p50:>8.2f}{s['inference'].p50:>9.2f}"
                          f"{s['postprocess'].p50:>8.2f}{s['e2e'].p50:>9.2f}{s['e2e'].p95:>9.2f}{s['e2e'].p99:>9.2f}"
-                         f"{r.images_per_s:>8.2f}{_ratio(r.ratio_inference):>12}{_ratio(r.ratio_e2e):>10}  {dets}")
+                         f"{r.images_per_s:>8.2f}{_ratio(r.ratio_inference):>12}{_ratio(r.ratio_e2e):>10}"
+                         f"{_ap_cells(accuracy.get(r.path)) if accuracy else ''}  {dets}")
     lines += ["", "what ran:"] + [f"  {r.path:<20}{r.detail}" for r in report.results if r.batch == report.batches[0]]
     lines += [f"skipped {p}: {why}" for p, why in report.skipped.items()]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def _ap_cells(a: Accuracy | None) -> str:
+    """AP50:95 (with '!' when flagged) and AP50, 3 decimals; '-' where not measured or undefined."""
+    if a is None or a.ap < 0:
+        return f"{'-':>9}{'-':>7}"
+    return f"{a.ap:>8.3f}{'!' if a.flagged else ' '}{a.ap50:>7.3f}"
 
 
 def _cores(x: float | None) -> str:

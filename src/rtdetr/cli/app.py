@@ -100,7 +100,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                            batches=args.batch, runs=args.runs, warmup=args.warmup, threads=args.threads,
                            image=args.image, conf=args.conf, workdir=args.workdir, onnx=args.onnx,
                            onnx_int8=args.onnx_int8, calibration=args.calibration, pause=args.pause_ms / 1e3,
-                           weights="none (random)" if weights is None else str(weights))
+                           weights="none (random)" if weights is None else str(weights), data=args.data,
+                           data_images=args.data_images, ap_drop=args.ap_drop)
     print(report.table())
     out = args.json or Path("runs/benchmark") / f"{report.model}.json"
     report.to_json(out)
@@ -178,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx-int8", default=None, help="an existing int8 ONNX graph to use instead of quantizing")
     p.add_argument("--calibration", default=None, help="int8 calibration images (default: the benchmark picture)")
     p.add_argument("--pause-ms", type=float, default=10.0, help="idle time before each timed step")
+    p.add_argument("--data", default=None, metavar="DATASET",
+                   help="also measure each path's box AP50:95 and AP50 on this data set's val split, run by that path")
+    p.add_argument("--data-images", type=int, default=None, metavar="N", help="evaluate the first N val images (default: all)")
+    p.add_argument("--ap-drop", type=float, default=0.01, metavar="AP",
+                   help="flag a path whose AP50:95 is more than this (absolute) below eager torch's (default 0.01: "
+                        "1 AP point, the usual bar for a lossless precision change)")
     p.set_defaults(func=cmd_benchmark)
 
     from rtdetr.cli.predict import add_predict_command
