@@ -176,7 +176,7 @@ def accuracy_notes(accuracy: dict[str, Accuracy], ap_drop: float, timed: Sequenc
         return [f"AP: no objects in the {ref.images} val image(s) to score; accuracy not compared"]
     notes = [] if REFERENCE in timed else [f"AP reference {REFERENCE} (eager float32, not timed): "
                                            f"AP50:95 {ref.ap:.3f}, AP50 {ref.ap50:.3f}"]
-    notes += [f"{p}: AP50:95 {a.ap:.3f} is {a.drop:.3f} below {REFERENCE}'s {ref.ap:.3f}, more than "
+    notes += [f"{p}: AP50:95 {a.ap:.4f} is {a.drop:.4f} below {REFERENCE}'s {ref.ap:.4f}, more than "
               f"--ap-drop {ap_drop:g}: this path costs accuracy" for p, a in accuracy.items() if a.flagged]
     return notes
 
