@@ -222,11 +222,10 @@ class Result:
         """The picture with its boxes drawn, over its masks (translucent fills in the class colour,
         when it has masks and masks=True): [H, W, 3] uint8 RGB (`PIL.Image.fromarray(...)` to view).
         A tracked result is drawn one colour per track, each label led by its id: "#3 person 0.91"."""
-        from rtdetr.predict.draw import draw_detections
+        from rtdetr.predict.draw import draw_detections, label_text
         texts = None
         if labels or scores:
-            texts = [" ".join(t for t in ((n if labels else ""), (f"{s:.2f}" if scores else "")) if t)
-                     for n, s in zip(self.class_names, self.scores.tolist())]
+            texts = [label_text(n, s, labels, scores) for n, s in zip(self.class_names, self.scores.tolist())]
         colour_keys = self.labels.tolist()
         if self.track_ids is not None:  # draw_detections colours by these keys: one colour per track
             colour_keys = self.track_ids.tolist()
