@@ -151,11 +151,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the server's torch threads")
-    parser.add_argument("--time-limit", type=float, default=240, help="seconds for all the load runs together")
+    parser.add_argument("--time-limit", type=float, default=180, help="seconds for all the load runs together")
+    parser.add_argument("--baseline-pictures", type=int, default=64, help="pictures per in-process baseline")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_load.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = pictures(16)
+    load_before = os.getloadavg()   # other processes on the machine: in the JSON, with the one after
     deadline = time.monotonic() + args.time_limit
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
@@ -183,10 +185,11 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
         runs.sort(key=lambda r: (r["max_batch"], r["concurrency"]))
-        base = [baseline(ckpt, data, args.imgsz, b, args.requests) for b in sorted({1, *args.max_batch})]
+        base = [baseline(ckpt, data, args.imgsz, b, args.baseline_pictures) for b in sorted({1, *args.max_batch})]
 
     print(f"rtdetr serve, demo model (random weights) at {args.imgsz}x{args.imgsz}, 640x480 JPEGs; "
-          f"{cpu_name()}, {os.cpu_count()} cores, server {args.threads} torch threads, torch {torch.__version__}")
+          f"{cpu_name()}, {os.cpu_count()} cores, server {args.threads} torch threads, torch {torch.__version__}; "
+          f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{'max_batch':>9} {'conc':>5} {'sent':>5} {'err':>4} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'p99 ms':>8} {'batch':>6} {'RSS MB start/end':>17}")
     for r in runs:
@@ -199,7 +202,8 @@ def main() -> None:
     meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "server_threads": args.threads, "imgsz": args.imgsz,
             "requests": args.requests, "picture": "640x480 JPEG", "model": "demo (random weights)",
             "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_average_1_5_15_before": load_before, "load_average_1_5_15_after": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "serve": runs, "in_process": base}, indent=2))
     print(f"wrote {args.out}")
