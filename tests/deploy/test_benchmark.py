@@ -295,3 +295,14 @@ def test_cli_benchmark_with_data(val_data, tmp_path, capsys):
     assert status == 0 and "AP50:95" in text and "3 images" in text
     d = json.loads(out.read_text())
     assert d["evaluation"]["images"] == 3 and d["evaluation"]["ap_drop"] == 0.05 and d["accuracy"]["torch"]["ap"] >= 0
+
+
+def test_the_header_names_a_checkpoints_own_weights(tmp_path):
+    """MODEL given as a file carries its weights: the header says so, not the default 'official'."""
+    from rtdetr.cli.app import _weights_label
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"")
+    assert _weights_label(str(ckpt), "official") == f"those in {ckpt}"
+    assert _weights_label("rtdetrv2_r18vd", "official") == "official"
+    assert _weights_label(str(ckpt), None) == "none (random)"
+    assert _weights_label("demo", "w.pt") == "w.pt"

@@ -100,13 +100,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                            batches=args.batch, runs=args.runs, warmup=args.warmup, threads=args.threads,
                            image=args.image, conf=args.conf, workdir=args.workdir, onnx=args.onnx,
                            onnx_int8=args.onnx_int8, calibration=args.calibration, pause=args.pause_ms / 1e3,
-                           weights="none (random)" if weights is None else str(weights), data=args.data,
+                           weights=_weights_label(args.model, weights), data=args.data,
                            data_images=args.data_images, ap_drop=args.ap_drop)
     print(report.table())
     out = args.json or Path("runs/benchmark") / f"{report.model}.json"
     report.to_json(out)
     print(f"wrote {out}")
     return 0
+
+
+def _weights_label(model: str, weights: str | None) -> str:
+    """What the benchmark's header says was loaded: a checkpoint or exported file given as MODEL
+    carries its own weights (the default 'official' means nothing for it)."""
+    from pathlib import Path
+    if weights is None:
+        return "none (random)"
+    if weights == "official" and Path(model).is_file():
+        return f"those in {model}"
+    return str(weights)
 
 
 def build_parser() -> argparse.ArgumentParser:
