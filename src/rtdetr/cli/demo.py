@@ -17,7 +17,8 @@ FIRST_PLAN_EPOCHS = 12  # the plan the first epoch's learning rate follows, befo
 TASK_MODELS = {"detect": "demo", "segment": "demo_seg"}
 # A segmentation epoch costs more (the mask head, its losses, mask evaluation): at 192 the demo's
 # 9.2 minutes held 7 epochs, too few for the detector to stop duplicating its boxes (mask AP50
-# 0.52); at 160 about 10 fit, and the masks pass 0.6 AP50 from the 6th (benchmarks/demo.py).
+# 0.52); at 160, 12 of about 43 s fit, and the masks pass 0.6 AP50 from the 6th (mask AP50
+# 0.68 at the 12th: benchmarks/demo.py --task segment).
 TASK_SIZES = {"detect": 224, "segment": 160}
 
 
