@@ -77,6 +77,24 @@ def test_after_training_the_detector_holds_the_runs_best_weights(data, tmp_path)
     assert det.class_names == load_dataset(data, "train").class_names and det.source == str(best)
 
 
+def test_a_trained_checkpoint_is_run_at_the_size_it_was_trained_at(data, tmp_path):
+    """As Ultralytics' checkpoints: predict, val, serve and export default to the training size,
+    not 640 (at which a model trained at 128 finds little); a model without a run has none."""
+    from rtdetr.eval.validate import input_size
+    from rtdetr.predict import Predictor
+    torch.manual_seed(0)
+    det = Detector(rtdetr.create_model("demo", num_classes=3))
+    assert det.default_imgsz is None and Predictor(det).imgsz == (640, 640)
+    det.train(data, epochs=1, max_steps=1, imgsz=(96, 128), batch=4, workers=0, seed=0,
+              project=str(tmp_path), name="size", exist_ok=True)
+    assert det.trained_imgsz == (96, 128)
+    for loaded in (rtdetr.load_model(det.source), rtdetr.load_model(det.save(tmp_path / "again.pt"))):
+        assert loaded.default_imgsz == (96, 128)
+        assert Predictor(loaded).imgsz == (96, 128)
+        assert Predictor(loaded, imgsz=160).imgsz == (160, 160)          # a given size still wins
+        assert input_size(loaded.model, None, loaded.trained_imgsz) == (96, 128)
+
+
 def test_val_of_the_detector_equals_val_of_its_checkpoint(det, data, tmp_path):
     det.class_names = load_dataset(data, "val").class_names
     direct = det.val(data, imgsz=128, workers=0)

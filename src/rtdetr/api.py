@@ -36,8 +36,9 @@ class Detector:
     """
 
     def __init__(self, model, *, class_names: list[str] | None = None, category_ids: list[int] | None = None,
-                 source: str | Path | None = None):
+                 source: str | Path | None = None, trained_imgsz: tuple[int, int] | None = None):
         self.model = model
+        self.trained_imgsz = None if trained_imgsz is None else tuple(check_imgsz(trained_imgsz))
         self.class_names = list(class_names) if class_names is not None else getattr(model, "class_names", None)
         self.category_ids = list(category_ids) if category_ids is not None else getattr(model, "category_ids", None)
         self.source = str(source) if source is not None else getattr(getattr(model, "cfg", None), "name", None)
@@ -62,6 +63,13 @@ class Detector:
     def imgsz(self) -> tuple[int, int] | None:
         """The one input size the model takes (an exported graph of fixed size), else None (any)."""
         return getattr(self.model, "imgsz", None)
+
+    @property
+    def default_imgsz(self) -> tuple[int, int] | None:
+        """The input size predict, val, serve and export use when not told: an exported graph's
+        fixed size, else the size a training run of this library trained it at (recorded in its
+        checkpoints, as Ultralytics' are), else None (they take 640)."""
+        return self.imgsz or self.trained_imgsz
 
     def __call__(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -130,16 +138,18 @@ class Detector:
         if best.is_file():
             net, meta = load_network(best)
             self.model, self.class_names, self.category_ids = net.to(device), meta["class_names"], meta["category_ids"]
+            self.trained_imgsz = meta["trained_imgsz"]
             self.source = str(best)
         return result
 
-    def export(self, path: str | Path | None = None, format: str = "onnx", imgsz: int | tuple[int, int] = 640, *,
+    def export(self, path: str | Path | None = None, format: str = "onnx", imgsz: int | tuple[int, int] | None = None, *,
                int8: bool = False, calibration=None, triton: str | Path | None = None, **options) -> str:
         """Write this detector for a deployment runtime; returns the written file's path.
 
         format: "onnx" (post-processing inside; run it with `rtdetr.load_model(path)`) or
                 "openvino" (the ONNX graph plus its OpenVINO IR `.xml`; returns the `.xml`)
         path:   the .onnx file (default: `<model name>.onnx` in the current folder)
+        imgsz:  the graph's input size (default: `default_imgsz`, else 640)
         int8:   also quantise it to int8 (`rtdetr.export.quantize_int8`, calibrated on
                 `calibration`: a folder of images or a data set folder) and return that file
         triton: also write an NVIDIA Triton model repository of the (float) ONNX graph in this
@@ -153,6 +163,7 @@ class Detector:
             raise ValueError("int8=True needs calibration images: calibration='folder/' (or a data set folder)")
         if self.is_exported:
             raise TypeError(f"{self.source} is exported already")
+        imgsz = imgsz if imgsz is not None else (self.default_imgsz or 640)
         onnx_path = export_onnx(self, path or f"{self.model.cfg.name}.onnx", imgsz=check_imgsz(imgsz), **options)
         if triton is not None:
             write_triton_repository(onnx_path, triton)
@@ -171,7 +182,7 @@ class Detector:
         category ids inside: `rtdetr.load_model(path)` restores this detector), atomically."""
         if self.is_exported:
             raise TypeError(f"{self.source} is an exported graph; its file is {self.model.path}")
-        return save_checkpoint(self.model, path, self.class_names, self.category_ids, **extra)
+        return save_checkpoint(self.model, path, self.class_names, self.category_ids, self.trained_imgsz, **extra)
 
 
 def load_model(model: str | Path, weights: str | Path | None = OFFICIAL, *, num_classes: int | None = None,
@@ -209,7 +220,8 @@ def val(weights: str | Path, data: str | Path, split: str = "val", imgsz: int | 
 
     weights: a checkpoint (best.pt, last.pt), or an exported graph: `.onnx` (ONNX Runtime, or
              runtime="openvino"), `.xml` (OpenVINO), `.engine` (TensorRT)
-    imgsz:   network input size (default: an exported graph's fixed size, else 640)
+    imgsz:   network input size (default: an exported graph's fixed size, else the size it was
+             trained at, else 640)
     runtime, precision, threads: how an exported graph runs (e.g. runtime="openvino",
              precision="bf16"); precision="int8" asks for a quantised graph (`quantize_int8`),
              whose float parts then run in fp32

@@ -63,7 +63,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     weights = None if args.weights.lower() == "none" else args.weights
     model = load_model(args.model, weights=weights)
     out = args.out or f"{model.cfg.name}.onnx"
-    h, w = args.imgsz if len(args.imgsz) == 2 else (args.imgsz[0], args.imgsz[0])
+    size = args.imgsz or model.default_imgsz or [640]   # a trained checkpoint: the size it was trained at
+    h, w = size if len(size) == 2 else (size[0], size[0])
     path = export_onnx(model, out, imgsz=(h, w), opset=args.opset, dynamic_hw=args.dynamic_hw,
                        postprocess=not args.raw, num_top=args.num_top, decoder_layers=args.decoder_layers)
     print(f"wrote {path}")
@@ -155,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="official", help="'official' (default), a zoo name, a file, or 'none'")
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
     p.add_argument("--out", default=None, help="the .onnx file to write (default: MODEL.onnx)")
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640, 640], metavar="SIZE", help="H W (or one size)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="SIZE",
+                   help="H W (or one size; default: the size a checkpoint was trained at, else 640)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--decoder-layers", type=int, default=None)
     p.add_argument("--num-top", type=int, default=300, help="detections per image kept by the graph")

@@ -102,14 +102,15 @@ def validate(model, data: str | Path, split: str = "val", imgsz: int | tuple[int
              batch: int = 8, workers: int = 2, device: str | torch.device = "cpu",
              amp_dtype: torch.dtype | None = None) -> EvalResult:
     """COCO metrics of a loaded model (an `RTDETR`, a `Detector`, or an exported graph) on one
-    split of a data set. imgsz: network input size (default: an exported graph's fixed size, else 640).
+    split of a data set. imgsz: network input size (default: an exported graph's fixed size, else the
+    size it was trained at, else 640).
     A segmentation model is scored on masks too (`.segm`), when the data set has segmentations."""
     from rtdetr.data import load_dataset
     from rtdetr.data.collate import collate_fn
     from rtdetr.data.transforms import val_transforms
 
     net = module_of(model)
-    size = input_size(net, imgsz)
+    size = input_size(net, imgsz, getattr(model, "trained_imgsz", None))
     dataset = load_dataset(data, split, transforms=val_transforms(size), masks=is_segmentation_model(net))
     names = getattr(model, "class_names", None)
     if names is not None and list(names) != list(dataset.class_names):
@@ -126,11 +127,12 @@ def is_segmentation_model(model) -> bool:
     return getattr(getattr(model, "cfg", None), "task", "detect") == "segment"
 
 
-def input_size(model, imgsz) -> tuple[int, int]:
-    """imgsz as (h, w): the given one, else an exported graph's fixed size, else 640."""
+def input_size(model, imgsz, trained: tuple[int, int] | None = None) -> tuple[int, int]:
+    """imgsz as (h, w): the given one, else an exported graph's fixed size, else the size the
+    model was trained at (`trained`, a `Detector`'s `trained_imgsz`), else 640."""
     fixed = getattr(model, "imgsz", None) if is_exported(model) else None
     if imgsz is None:
-        return tuple(fixed) if fixed else (640, 640)
+        return tuple(fixed or trained or (640, 640))
     size = check_imgsz(imgsz)
     if fixed and tuple(size) != tuple(fixed):
         path = getattr(model, "path", "the graph")

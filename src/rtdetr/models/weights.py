@@ -247,12 +247,17 @@ def _class_metadata(meta: dict, num_classes: int) -> dict:
         names = None
     # The data set's own category ids (label -> id), for results in COCO format.
     ids = list(ids) if ids is not None and len(ids) == num_classes else None
-    return {"class_names": None if names is None else list(names), "category_ids": ids}
+    size = meta.get("imgsz")  # the size it was trained at (checkpoints of runs; older ones have none)
+    size = tuple(int(v) for v in size) if isinstance(size, (list, tuple)) and len(size) == 2 else None
+    return {"class_names": None if names is None else list(names), "category_ids": ids, "trained_imgsz": size}
 
 
 def save_checkpoint(net: nn.Module, path: str | Path, class_names: list[str] | None = None,
-                    category_ids: list[int] | None = None, **extra) -> Path:
-    """Write `net` in the library's own format (architecture, class names and category ids), atomically."""
+                    category_ids: list[int] | None = None, trained_imgsz: tuple[int, int] | None = None,
+                    **extra) -> Path:
+    """Write `net` in the library's own format (architecture, class names, category ids and the
+    size it was trained at, when known), atomically."""
     from rtdetr.core.io import save_atomic
-    meta = {"config": net.cfg.to_dict(), "class_names": class_names, "category_ids": category_ids}
+    meta = {"config": net.cfg.to_dict(), "class_names": class_names, "category_ids": category_ids,
+            "imgsz": None if trained_imgsz is None else list(trained_imgsz)}
     return save_atomic({"model": net.state_dict(), "rtdetr": meta, **extra}, path)

@@ -56,8 +56,8 @@ class Predictor:
 
     model:  a `Detector` (from `rtdetr.load_model`), an `RTDETR` nn.Module, or an exported model
     conf:   keep detections scoring at least this (0 keeps all `max_det`, as for COCO evaluation)
-    imgsz:  network input size, an int (square) or (height, width); multiples of 32 (default: the
-            model's own size when it has one, else 640)
+    imgsz:  network input size, an int (square) or (height, width); multiples of 32 (default: an
+            exported graph's fixed size, or the size the checkpoint was trained at, else 640)
     batch:  pictures per forward pass
     decoder_layers: decoder layers to run (fewer is faster; default: the model's own)
     max_det: detections considered per picture before `conf` (the official 300)
@@ -95,7 +95,7 @@ class Predictor:
             raise ValueError(f"mask_threshold is a probability in (0, 1), got {mask_threshold}")
         self.mask_threshold, self.mask_crop = float(mask_threshold), bool(mask_crop)
         # Default: the size an exported or optimised model was built for, else 640.
-        self.imgsz = check_imgsz(imgsz if imgsz is not None else (getattr(model, "imgsz", None) or 640))
+        self.imgsz = check_imgsz(imgsz if imgsz is not None else (default_imgsz(model) or 640))
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         self.batch = int(batch)
@@ -268,3 +268,10 @@ def _device_of(model) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return torch.device("cpu")
+
+
+def default_imgsz(model) -> tuple[int, int] | None:
+    """The size a model is run at when none is given: a `Detector`'s `default_imgsz` (an exported
+    graph's fixed size, or the size its checkpoint was trained at), an exported graph's fixed
+    size, else None."""
+    return getattr(model, "default_imgsz", None) or getattr(model, "imgsz", None)

@@ -22,7 +22,7 @@ class CheckpointMixin:
 
     def _meta(self) -> dict:
         return {"config": self.model.cfg.to_dict(), "class_names": list(self.class_names),
-                "category_ids": list(self.category_ids)}
+                "category_ids": list(self.category_ids), "imgsz": list(self.cfg.imgsz)}
 
     def save_last(self) -> None:
         if not dist.is_main():
