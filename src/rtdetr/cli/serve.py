@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from rtdetr.cli.predict import load_cli_model, parse_imgsz
+from rtdetr.cli.predict import parse_imgsz
 
 # Where `--workers N` hands the settings to the worker processes, which build their app with
 # `app_from_env` (uvicorn starts N processes only from an import string).
@@ -84,6 +84,8 @@ def build_app(settings: dict):
     """The app for `rtdetr serve`'s settings (its options, by their names)."""
     import torch
 
+    # Looked up when called (as `rtdetr track` does), not bound at import time.
+    from rtdetr.cli.predict import load_cli_model
     from rtdetr.serve import create_app
     device = torch.device(settings["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
     options = {k: settings[k] for k in ("runtime", "precision", "threads") if settings[k] is not None}
