@@ -170,6 +170,13 @@ def test_boxes_come_back_exactly_and_once():
     assert len(plain) < len(OBJECTS) and not set(boxes_of(plain)) & set(boxes_of(r))
 
 
+def test_max_det_holds_for_the_merged_result():
+    """Each tile keeps up to max_det, so the merge could hold more: it keeps the best max_det."""
+    (r,) = predict(ComponentDetector(), scene(W, H, OBJECTS), imgsz=TILE, tile=TILE, overlap=0.2, batch=8, max_det=3)
+    truth = sorted((l, tuple(float(v) for v in b)) for l, b in OBJECTS)
+    assert len(OBJECTS) > 3 and len(r) == 3 and set(boxes_of(r)) <= set(truth)
+
+
 def test_a_cut_half_is_dropped_for_the_neighbours_whole_object():
     """x 300..356 crosses tile 0's right edge (320): tile 0 sees 20 of its 56 px, an IoU of 0.36
     with the whole box that tile 1 (from 256) sees, too little for NMS; the inner-edge rule drops it."""

@@ -183,7 +183,8 @@ class Predictor:
         """The Results of `frames` (pictures [H, W, 3] uint8 RGB of any sizes): one forward pass,
         or with `tile` each picture by its tiles (`batch` per forward pass) and a full pass."""
         if self.tile is not None:
-            return [predict_tiled(f, self._predict_frames, self.tile, self.overlap, self.batch) for f in frames]
+            return [predict_tiled(f, self._predict_frames, self.tile, self.overlap, self.batch, max_det=self.max_det)
+                    for f in frames]
         return self._predict_frames(frames)
 
     def _predict_frames(self, frames: list[Frame]) -> list[Result]:

@@ -117,11 +117,13 @@ def merge(xyxy: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: f
 
 
 def predict_tiled(frame: Frame, run: Callable[[list[Frame]], list[Result]], tile: int, overlap: float,
-                  batch: int, iou: float = MERGE_IOU) -> Result:
+                  batch: int, iou: float = MERGE_IOU, max_det: int | None = None) -> Result:
     """One picture's `Result` by tiles plus a full-picture pass (see the module docstring).
 
     run: the predictor's plain path, frames (any sizes) -> their Results in their own pixels
     batch: frames per call of `run` (tiles and the full picture alike)
+    max_det: the most detections the merged result keeps, best first (each pass keeps the
+             predictor's own `max_det` too)
     A picture that is one tile (no side longer than `tile`) is just the full-picture pass.
     """
     h, w = frame.image.shape[:2]
@@ -148,7 +150,7 @@ def predict_tiled(frame: Frame, run: Callable[[list[Frame]], list[Result]], tile
         boxes.append(xyxy[idx]), scores.append(r.scores[idx]), labels.append(r.labels[idx])
         where += [(j, int(k)) for k in idx]
     xyxy, score, label = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    kept = merge(xyxy, score, label, iou)
+    kept = merge(xyxy, score, label, iou)[:max_det]
 
     masks = None
     if full.masks is not None:
