@@ -306,3 +306,24 @@ def test_the_header_names_a_checkpoints_own_weights(tmp_path):
     assert _weights_label("rtdetrv2_r18vd", "official") == "official"
     assert _weights_label(str(ckpt), None) == "none (random)"
     assert _weights_label("demo", "w.pt") == "w.pt"
+
+
+@pytest.mark.skipif("onnxruntime-int8" not in available_paths(), reason="onnxruntime is not installed")
+def test_int8_is_calibrated_on_the_data_whose_ap_it_reports(model, val_data, monkeypatch, tmp_path):
+    """With --data, the int8 graph's AP is measured, so it is calibrated on that data set (the
+    quantizer reads its train split), not on the one synthetic timing picture; without it, on that
+    picture. The quantizer is a stand-in recording what it was given (the fp32 graph passes as int8)."""
+    import shutil
+    given = []
+
+    def quantizer(fp32, out, calibration=None, imgsz=None):
+        given.append(calibration)
+        shutil.copy(fp32, out)
+        return out
+
+    monkeypatch.setattr(bench_paths, "int8_quantizer", lambda: quantizer)
+    kw = dict(imgsz=IMGSZ, runs=1, warmup=0, threads=2, pause=0, log=None)
+    run_benchmark(model, ["onnxruntime-int8"], data=val_data, data_images=1, workdir=tmp_path / "a", **kw)
+    run_benchmark(model, ["onnxruntime-int8"], workdir=tmp_path / "b", **kw)
+    assert given[0] == val_data
+    assert isinstance(given[1], list) and len(given[1]) == 1 and given[1][0].ndim == 3

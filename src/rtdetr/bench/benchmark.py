@@ -81,7 +81,8 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
     onnx / onnx_int8: existing exports to use instead of exporting (the fp32 graph must end in
               post-processing or give raw outputs, as `export_onnx` writes them)
     calibration: images for the int8 quantizer (a folder or a list of files or arrays; default:
-              the benchmark picture alone, enough for timing; not for accuracy)
+              with `data`, that data set (the quantizer reads its train split), since int8 accuracy
+              is then measured; else the benchmark picture alone, enough for timing)
     pause:    idle seconds before each timed step (see `interleaved`)
     weights:  how the weights were chosen, recorded in the report (e.g. "none (random)")
     data:     a data set (COCO, YOLO or VOC folder): each path's box AP50:95 and AP50 on its val
@@ -117,7 +118,7 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
     with tempfile.TemporaryDirectory(prefix="rtdetr-bench-") as tmp, torch_threads(threads):
         folder = Path(workdir) if workdir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        calib = calibration if calibration is not None else [decode_image(picture)]
+        calib = calibration if calibration is not None else (data if data is not None else [decode_image(picture)])
         exports = Exports(folder, model, imgsz, calib,
                           Path(onnx) if onnx else None, Path(onnx_int8) if onnx_int8 else None)
         predictors, details = {}, {}

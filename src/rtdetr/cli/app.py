@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, help="folder for the exports (default: a temporary one)")
     p.add_argument("--onnx", default=None, help="an existing ONNX export to use instead of exporting")
     p.add_argument("--onnx-int8", default=None, help="an existing int8 ONNX graph to use instead of quantizing")
-    p.add_argument("--calibration", default=None, help="int8 calibration images (default: the benchmark picture)")
+    p.add_argument("--calibration", default=None, help="int8 calibration images (default: with --data, its train split; else the benchmark picture)")
     p.add_argument("--pause-ms", type=float, default=10.0, help="idle time before each timed step")
     p.add_argument("--data", default=None, metavar="DATASET",
                    help="also measure each path's box AP50:95 and AP50 on this data set's val split, run by that path")
