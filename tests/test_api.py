@@ -1,12 +1,16 @@
 """The `Detector` facade: the pure nn.Module inside, the metadata beside it, and the verbs."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import rtdetr
 from rtdetr import Detector
+from rtdetr.bench import run_benchmark
+from rtdetr.cli.app import main
 from rtdetr.data import load_dataset, make_synthetic_dataset
 from rtdetr.models.weights import extract_state_dict, read_checkpoint
 
@@ -78,7 +82,7 @@ def test_after_training_the_detector_holds_the_runs_best_weights(data, tmp_path)
 
 
 def test_a_trained_checkpoint_is_run_at_the_size_it_was_trained_at(data, tmp_path):
-    """As Ultralytics' checkpoints: predict, val, serve and export default to the training size,
+    """As Ultralytics' checkpoints: predict, val, serve, export and benchmark default to the training size,
     not 640 (at which a model trained at 128 finds little); a model without a run has none."""
     from rtdetr.eval.validate import input_size
     from rtdetr.predict import Predictor
@@ -93,6 +97,13 @@ def test_a_trained_checkpoint_is_run_at_the_size_it_was_trained_at(data, tmp_pat
         assert Predictor(loaded).imgsz == (96, 128)
         assert Predictor(loaded, imgsz=160).imgsz == (160, 160)          # a given size still wins
         assert input_size(loaded.model, None, loaded.trained_imgsz) == (96, 128)
+    quick = dict(runs=1, warmup=0, threads=1, pause=0, log=None)
+    assert run_benchmark(loaded, ["torch"], **quick).imgsz == (96, 128)
+    assert run_benchmark(loaded, ["torch"], imgsz=160, **quick).imgsz == (160, 160)   # a given size wins
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", str(det.source), "--paths", "torch", "--runs", "1", "--warmup", "0",
+                 "--threads", "1", "--pause-ms", "0", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["imgsz"] == [96, 128]
 
 
 def test_val_of_the_detector_equals_val_of_its_checkpoint(det, data, tmp_path):

@@ -66,7 +66,7 @@ class Detector:
 
     @property
     def default_imgsz(self) -> tuple[int, int] | None:
-        """The input size predict, val, serve and export use when not told: an exported graph's
+        """The input size predict, val, serve, export and benchmark use when not told: an exported graph's
         fixed size, else the size a training run of this library trained it at (recorded in its
         checkpoints, as Ultralytics' are), else None (they take 640)."""
         return self.imgsz or self.trained_imgsz

@@ -51,7 +51,7 @@ import torch
 
 from rtdetr.core.sizes import check_imgsz
 from rtdetr.models.nn.detector import RTDETR, module_of
-from rtdetr.predict.predictor import Predictor
+from rtdetr.predict.predictor import Predictor, default_imgsz
 from rtdetr.predict.sources import Frame
 from rtdetr.runtime.precision import int8_note
 from rtdetr.bench.report import Agreement, BenchmarkReport, REFERENCE, add_ratios, path_result
@@ -61,7 +61,7 @@ from rtdetr.bench.paths import Exports, PATHS, build_predictor, check_paths, mis
 from rtdetr.bench.accuracy import AP_DROP, Accuracy, ValImages, path_accuracy
 
 
-def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tuple[int, int] = 640,
+def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tuple[int, int] | None = None,
                   batches: Sequence[int] = (1,), runs: int = 20, warmup: int = 3, threads: int | None = None,
                   image: bytes | str | Path | None = None, conf: float = 0.5, workdir: str | Path | None = None,
                   onnx: str | Path | None = None, onnx_int8: str | Path | None = None, calibration=None,
@@ -72,7 +72,8 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
 
     paths:    names from `PATHS` (default: all); one that cannot run here (a package or an
               instruction set missing) is skipped, with the reason in `report.skipped` and a note
-    imgsz:    network input size (int or (h, w)); batches: batch sizes, each measured
+    imgsz:    network input size (int or (h, w); default: the size a trained checkpoint was trained
+              at, else 640); batches: batch sizes, each measured
     runs / warmup: timed / discarded iterations (each runs every path at every batch size once)
     threads:  torch intra-op threads, ONNX Runtime intra-op threads and OpenVINO inference threads
               (default: torch's current number)
@@ -92,6 +93,7 @@ def run_benchmark(model, paths: Sequence[str] | None = None, *, imgsz: int | tup
     log:      where progress notes go (None: nowhere)
     """
     class_names = getattr(model, "class_names", None)  # a Detector's; its module has none
+    imgsz = imgsz if imgsz is not None else (default_imgsz(model) or 640)
     model = module_of(model)
     if not isinstance(model, RTDETR):
         raise TypeError(f"run_benchmark needs an RTDETR model (zoo name or checkpoint), got {type(model).__name__}; "

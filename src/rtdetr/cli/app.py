@@ -97,7 +97,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if weights is None:
         print(f"{args.model}: random weights (--weights none): the latency holds, the detections mean nothing")
     model = load_model(args.model, weights=weights)
-    report = run_benchmark(model, paths, imgsz=args.imgsz if len(args.imgsz) == 2 else args.imgsz[0],
+    size = args.imgsz or model.default_imgsz or [640]   # a trained checkpoint: the size it was trained at
+    report = run_benchmark(model, paths, imgsz=size if len(size) == 2 else size[0],
                            batches=args.batch, runs=args.runs, warmup=args.warmup, threads=args.threads,
                            image=args.image, conf=args.conf, workdir=args.workdir, onnx=args.onnx,
                            onnx_int8=args.onnx_int8, calibration=args.calibration, pause=args.pause_ms / 1e3,
@@ -179,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch torch-fused torch-fused-bf16 onnxruntime openvino openvino-bf16 onnxruntime-int8 "
                         "openvino-int8 openvino-int8-bf16 (default: all; one that cannot run here, for want of a "
                         "package or an instruction set, is skipped with the reason)")
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640, 640], metavar="SIZE", help="H W (or one size)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="SIZE",
+                   help="H W (or one size; default: the size a checkpoint was trained at, else 640)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], metavar="N", help="batch sizes, e.g. 1 8")
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: torch's)")
     p.add_argument("--runs", type=int, default=20, help="timed iterations (each runs every path once)")
