@@ -57,15 +57,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a model to ONNX (post-processing inside by default), optionally converted for OpenVINO
     and / or quantised to int8, and / or laid out as a Triton model repository."""
     from rtdetr.api import load_model
+    from rtdetr.core.sizes import check_imgsz
     from rtdetr.export import export_onnx, save_openvino
     if args.int8 and args.calib is None:
         raise ValueError("--int8 needs calibration images: --calib FOLDER (images, or a data set: its train split)")
     weights = None if args.weights.lower() == "none" else args.weights
     model = load_model(args.model, weights=weights)
     out = args.out or f"{model.cfg.name}.onnx"
-    size = args.imgsz or model.default_imgsz or [640]   # a trained checkpoint: the size it was trained at
-    h, w = size if len(size) == 2 else (size[0], size[0])
-    path = export_onnx(model, out, imgsz=(h, w), opset=args.opset, dynamic_hw=args.dynamic_hw,
+    size = check_imgsz(args.imgsz or model.default_imgsz or 640)   # a trained checkpoint: the size it was trained at
+    path = export_onnx(model, out, imgsz=size, opset=args.opset, dynamic_hw=args.dynamic_hw,
                        postprocess=not args.raw, num_top=args.num_top, decoder_layers=args.decoder_layers)
     print(f"wrote {path}")
     if args.triton:
@@ -77,7 +77,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8:
         from rtdetr.export.quantize import quantize_int8
         int8 = quantize_int8(path, calibration=args.calib, max_images=args.calib_images,
-                             imgsz=(h, w) if args.dynamic_hw else None)
+                             imgsz=size if args.dynamic_hw else None)
         print(f"wrote {int8} (int8: run it with ONNX Runtime, or OpenVINO for int8 kernels)")
     if args.format == "openvino":
         print(f"wrote {save_openvino(path)}")
@@ -97,8 +97,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if weights is None:
         print(f"{args.model}: random weights (--weights none): the latency holds, the detections mean nothing")
     model = load_model(args.model, weights=weights)
-    size = args.imgsz or model.default_imgsz or [640]   # a trained checkpoint: the size it was trained at
-    report = run_benchmark(model, paths, imgsz=size if len(size) == 2 else size[0],
+    report = run_benchmark(model, paths, imgsz=args.imgsz,   # None: the size a checkpoint was trained at
                            batches=args.batch, runs=args.runs, warmup=args.warmup, threads=args.threads,
                            image=args.image, conf=args.conf, workdir=args.workdir, onnx=args.onnx,
                            onnx_int8=args.onnx_int8, calibration=args.calibration, pause=args.pause_ms / 1e3,

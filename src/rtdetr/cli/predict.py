@@ -33,7 +33,8 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--conf", "--threshold", type=float, default=0.5, help="keep detections scoring at least this "
                    "(default 0.5; 0 keeps all 300, for COCO evaluation)")
     p.add_argument("--imgsz", type=parse_imgsz, default=None, metavar="SIZE",
-                   help="network input size: 640 (square) or H,W such as 480,800; multiples of 32 (default 640)")
+                   help="network input size: 640 (square) or H,W such as 480,800; multiples of 32 (default: the size "
+                        "a checkpoint was trained at, else 640)")
     p.add_argument("--decoder-layers", type=int, default=None, help="decoder layers to run (fewer is faster)")
     p.add_argument("--batch", type=int, default=1, help="pictures per forward pass (default 1)")
     p.add_argument("--tile", type=int, default=None, metavar="PIXELS",

@@ -28,7 +28,8 @@ def add_track_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.1, help="detections given to the tracker score at least this "
                    "(default 0.1: ByteTrack's second pass uses the low ones)")
     p.add_argument("--imgsz", type=parse_imgsz, default=None, metavar="SIZE",
-                   help="network input size: 640 or H,W (multiples of 32; default 640)")
+                   help="network input size: 640 or H,W (multiples of 32; default: the size a checkpoint was "
+                        "trained at, else 640)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--track-thresh", type=float, default=None,

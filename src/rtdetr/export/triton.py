@@ -130,8 +130,8 @@ def _parameters(meta: dict, class_names) -> dict[str, str]:
     """The `parameters` entries: the class names and the graph's rtdetr metadata, each value JSON
     (as in the graph's own metadata: `json.loads` reads them all, the task "segment" included)."""
     params = {"class_names": class_names, "task": meta.get("task", "detect") if meta else None,
-              "num_classes": meta.get("num_classes"), "imgsz": meta.get("imgsz"), "postprocess": meta.get("postprocess"), "num_top": meta.get("num_top"),
-              "architecture": meta.get("name")}
+              "num_classes": meta.get("num_classes"), "imgsz": meta.get("imgsz"),
+              "postprocess": meta.get("postprocess"), "num_top": meta.get("num_top"), "architecture": meta.get("name")}
     return {k: json.dumps(v, ensure_ascii=False) for k, v in params.items() if v is not None}
 
 

@@ -278,12 +278,11 @@ class Result:
             import supervision as sv
         except ImportError:
             raise ImportError("to_supervision needs supervision: pip install 'rtdetr[supervision]'") from None
-        track_ids = getattr(self, "track_ids", None)
         return sv.Detections(
             xyxy=self.boxes.xyxy.numpy().astype(np.float32).reshape(-1, 4),
             confidence=self.scores.numpy().astype(np.float32),
             class_id=self.labels.numpy().astype(np.int64),
             mask=self.masks.data.numpy() if self.masks is not None else None,
-            tracker_id=np.asarray(track_ids, dtype=np.int64).reshape(-1) if track_ids is not None else None,
+            tracker_id=np.asarray(self.track_ids, dtype=np.int64).reshape(-1) if self.track_ids is not None else None,
             data={"class_name": np.array(self.class_names, dtype=str).reshape(-1)},
         )

@@ -117,8 +117,8 @@ class TrainRecipe:
     Segmentation (a model with a mask head): `mask_weights`, the weights of the mask BCE and
     Dice terms, in the loss and in the matching cost alike: D-FINE-seg's 1 and 1, whose
     box-cropped losses ours follow (no official RT-DETR recipe has masks). RF-DETR-Seg's 5 and 5
-    (uncropped losses) slowed the boxes on the demo: box AP50 0.30 against 0.54 after 3 epochs,
-    mask AP50 0.30 against 0.55 (benchmarks/seg_weights.py, 5 epochs at 224).
+    (uncropped losses) slowed the boxes on the demo: box AP50 0.30 against 0.54 at the 3rd epoch,
+    mask AP50 0.30 against 0.55 (benchmarks/seg_weights.py: runs of 5 epochs at 224).
     """
 
     epochs: int = 72
