@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from rtdetr.core.masks import decode_rle, encode_rle, segmentation_to_mask
 from rtdetr.data import DatasetError, DatasetWarning, export_coco, export_yolo, load_dataset, make_synthetic_dataset
@@ -116,6 +117,17 @@ def test_round_trip_mask_to_rle_to_mask():
         assert problem is None
         assert np.array_equal(object_mask(segmentation, [0, 0, 1, 1], 13, 17), mask)
         assert np.array_equal(decode_rle(segmentation), mask)
+    # A tensor (masks pasted by the model) gives the same codes; one [H, W] mask is one RLE.
+    assert encode_rle(torch.from_numpy(masks)) == encode_rle(masks)
+    assert encode_rle(masks[0]) == encode_rle(masks)[:1]
+
+
+@pytest.mark.parametrize("shape", [(5,), (1, 2, 3, 4)])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_rle_of_a_wrong_shape_is_one_line(shape, as_tensor):
+    masks = torch.zeros(shape, dtype=torch.bool) if as_tensor else np.zeros(shape, bool)
+    with pytest.raises(ValueError, match=rf"masks must be \[N, H, W\] or \[H, W\], got shape \{list(shape)}"):
+        encode_rle(masks)
 
 
 def problems_set(tmp_path):

@@ -66,14 +66,14 @@ def encode_rle(masks) -> list[dict]:
     COCO RLE dicts with `counts` as str (JSON-ready). The transposition to COCO's column-major
     order is done where the masks are (on the GPU for masks pasted there)."""
     coco_mask = _coco_mask()
-    if hasattr(masks, "detach"):  # a tensor
-        masks = masks.detach().bool()
-        columns = (masks[None] if masks.ndim == 2 else masks).transpose(1, 2).contiguous().cpu().numpy()
-    else:
-        masks = np.asarray(masks, dtype=bool)
-        columns = np.ascontiguousarray((masks[None] if masks.ndim == 2 else masks).transpose(0, 2, 1))
-    if columns.ndim != 3:
+    masks = masks.detach().bool() if hasattr(masks, "detach") else np.asarray(masks, dtype=bool)  # a tensor stays one
+    if masks.ndim not in (2, 3):
         raise ValueError(f"masks must be [N, H, W] or [H, W], got shape {list(masks.shape)}")
+    masks = masks[None] if masks.ndim == 2 else masks
+    if isinstance(masks, np.ndarray):
+        columns = np.ascontiguousarray(masks.transpose(0, 2, 1))
+    else:
+        columns = masks.transpose(1, 2).contiguous().cpu().numpy()
     n, w, h = columns.shape
     if n == 0:
         return []
