@@ -71,10 +71,8 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in images, folders, globs and videos; writes annotated pictures and COCO-format JSON."""
-    import torch
-
     from rtdetr.predict.predictor import Predictor, PredictWarning
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = cli_device(args.device)
     half = args.half and device.type == "cuda"
     if args.half and not half:
         print(f"rtdetr: warning: --half needs a CUDA device; running in float32 on {device}", file=sys.stderr)
@@ -126,6 +124,12 @@ def runtime_options(args: argparse.Namespace) -> dict:
     """--runtime / --precision / --threads as `load_model` keywords for an exported model."""
     options = {"runtime": args.runtime, "precision": args.precision, "threads": args.threads}
     return {k: v for k, v in options.items() if v is not None}
+
+
+def cli_device(name: str | None):
+    """The torch device of a --device option: the one named, else cuda when there is one, else cpu."""
+    import torch
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def load_cli_model(model: str | None, weights: str | None, device, exported_options: dict | None = None):

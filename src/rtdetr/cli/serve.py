@@ -82,12 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_app(settings: dict):
     """The app for `rtdetr serve`'s settings (its options, by their names)."""
-    import torch
-
     # Looked up when called (as `rtdetr track` does), not bound at import time.
-    from rtdetr.cli.predict import load_cli_model
+    from rtdetr.cli.predict import cli_device, load_cli_model
     from rtdetr.serve import create_app
-    device = torch.device(settings["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = cli_device(settings["device"])
     options = {k: settings[k] for k in ("runtime", "precision", "threads") if settings[k] is not None}
     if options.get("runtime") == "torch":  # the one runtime of a checkpoint; an exported file has others
         from rtdetr.api import EXPORTED_SUFFIXES

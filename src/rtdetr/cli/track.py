@@ -54,13 +54,11 @@ def add_track_command(subparsers) -> argparse.ArgumentParser:
 
 def cmd_track(args: argparse.Namespace) -> int:
     """Track objects through a video, webcam or stream; writes the annotated video and MOT-format tracks."""
-    import torch
-
-    from rtdetr.cli.predict import describe, load_cli_model
+    from rtdetr.cli.predict import cli_device, describe, load_cli_model
     from rtdetr.predict.run import next_run_dir
     from rtdetr.predict.track import require_trackers, track
     require_trackers()                                  # the missing extra: one line, before the model loads
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = cli_device(args.device)
     model = load_cli_model(args.model, args.weights, device)
     print(f"{describe(model, None)} on {device}, conf {args.conf}", file=sys.stderr)
     out = Path(args.out) if args.out is not None else next_run_dir(args.project, args.name)
